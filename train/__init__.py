@@ -1,0 +1,1 @@
+"""Training: distributed one-shot (cycle) training of STMAE. Nothing imports this package."""
