@@ -1,4 +1,17 @@
 """Runtime: video sessions with a bounded, device-resident memory bank, and backends.
 
 Imports ``stmae``; reads export manifests, never imports ``export`` or ``train``.
+
+- :class:`runtime.session.VideoSession` / :class:`runtime.session.FrameResult`: segment a
+  video frame by frame (``step(frame, mask=None, objects=None)``).
+- :class:`runtime.config.SessionConfig`: mem_every, top_k, max_memory_frames, size.
+- :class:`runtime.memory_bank.MemoryBank`, :class:`runtime.object_registry.ObjectRegistry`.
+- :func:`runtime.backends.create_backend`: 'torch', 'onnxruntime', 'tensorrt'.
+- :func:`runtime.evaluation.evaluate_sequences`: DAVIS J and F of a backend.
 """
+
+from .config import SessionConfig
+from .errors import BackendUnavailable, InputError
+from .session import FrameResult, VideoSession
+
+__all__ = ["SessionConfig", "VideoSession", "FrameResult", "InputError", "BackendUnavailable"]

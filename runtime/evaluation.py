@@ -1,0 +1,230 @@
+"""DAVIS evaluation as a library function: segment sequences, score J and F.
+
+Layout of a DAVIS root: ``JPEGImages/<resolution>/<seq>/*.jpg``,
+``Annotations/<resolution>/<seq>/*.png`` (one per frame), ``ImageSets/<year>/<split>.txt``.
+Each sequence is segmented from its first annotation with a fresh
+:class:`runtime.session.VideoSession`, then scored with :mod:`runtime.metrics` (DAVIS
+semi-supervised protocol: first and last frames excluded; dataset means over objects).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .backends.base import Backend
+from .config import SessionConfig
+from .errors import InputError
+from .frames import FrameFolder
+from .mask_io import existing_masks, read_mask, write_mask
+from .metrics import ObjectScore, evaluate_objects
+from .session import VideoSession
+
+
+@dataclass(frozen=True)
+class SequenceResult:
+    """Scores of one sequence: J and F are means over its objects, in [0, 1]."""
+
+    name: str
+    objects: tuple[ObjectScore, ...]
+    frames: int
+    seconds: float
+
+    @property
+    def J(self) -> float:
+        return float(np.mean([o.J for o in self.objects]))
+
+    @property
+    def F(self) -> float:
+        return float(np.mean([o.F for o in self.objects]))
+
+    @property
+    def JF(self) -> float:
+        return (self.J + self.F) / 2
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Per-sequence results and dataset means over all objects (the DAVIS global score)."""
+
+    sequences: tuple[SequenceResult, ...]
+
+    def _objects(self) -> list[ObjectScore]:
+        return [o for s in self.sequences for o in s.objects]
+
+    @property
+    def J(self) -> float:
+        return float(np.mean([o.J for o in self._objects()]))
+
+    @property
+    def F(self) -> float:
+        return float(np.mean([o.F for o in self._objects()]))
+
+    @property
+    def JF(self) -> float:
+        return (self.J + self.F) / 2
+
+    def summary_line(self) -> str:
+        return f"J&F {self.JF:.4f}  J {self.J:.4f}  F {self.F:.4f}"
+
+    def csv_text(self) -> str:
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(["sequence", "J", "F", "J&F"])
+        for s in self.sequences:
+            writer.writerow([s.name, f"{s.J:.4f}", f"{s.F:.4f}", f"{s.JF:.4f}"])
+        return buf.getvalue()
+
+    def write_csv(self, path: str | Path) -> None:
+        """Write the per-sequence CSV (sequence, J, F, J&F) atomically."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(self.csv_text())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def read_split(dataset_root: str | Path, split: str, year: str | None = None) -> list[str]:
+    """Sequence names of ``ImageSets/<year>/<split>.txt`` (year: the only one holding the
+    split if None)."""
+    sets = Path(dataset_root) / "ImageSets"
+    if year is not None:
+        candidates = [sets / year / f"{split}.txt"]
+    else:
+        candidates = sorted(sets.glob(f"*/{split}.txt"))
+    found = [c for c in candidates if c.is_file()]
+    if not found:
+        where = sets / (year or "<year>") / f"{split}.txt"
+        raise InputError(f"split {split!r} not found: no {where}")
+    if len(found) > 1:
+        years = ", ".join(c.parent.name for c in found)
+        raise InputError(f"split {split!r} exists for several years ({years}); choose one with --year")
+    names = [line.strip() for line in found[0].read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not names:
+        raise InputError(f"{found[0]} lists no sequence")
+    return names
+
+
+def refuse_existing_predictions(out_dir: str | Path, sequences: Sequence[str]) -> None:
+    """Raise InputError if ``out_dir/<seq>/`` already holds masks for any sequence."""
+    for name in sequences:
+        existing = existing_masks(Path(out_dir) / name)
+        if existing:
+            raise InputError(
+                f"{Path(out_dir) / name} already has {len(existing)} mask(s) (e.g. {existing[0].name}); "
+                f"pass --overwrite to replace them, or choose another output folder"
+            )
+
+
+def _sequence_paths(root: Path, resolution: str, name: str) -> tuple[Path, Path]:
+    frames = root / "JPEGImages" / resolution / name
+    annotations = root / "Annotations" / resolution / name
+    for folder in (frames, annotations):
+        if not folder.is_dir():
+            raise InputError(f"sequence {name!r}: {folder} does not exist (is --resolution right?)")
+    return frames, annotations
+
+
+def evaluate_sequences(
+    backend: Backend,
+    dataset_root: str | Path,
+    sequences: Sequence[str],
+    resolution: str = "480p",
+    out_dir: str | Path | None = None,
+    session_config: SessionConfig | None = None,
+    *,
+    overwrite: bool = False,
+    max_frames: int | None = None,
+    on_frame: Callable[[str, int], None] | None = None,
+) -> EvalResult:
+    """Segment and score DAVIS sequences.
+
+    backend: any runtime backend; sequences: names under JPEGImages/<resolution>;
+    out_dir: if given, predictions are written as palette PNGs to ``out_dir/<seq>/``
+    (refused if a sequence folder already has masks, unless ``overwrite``);
+    max_frames: score only the first frames of each sequence (quick validation; the
+    protocol then applies to the shortened sequence); on_frame(seq, frame_index) is called
+    after every frame. Returns an :class:`EvalResult`.
+    """
+    root = Path(dataset_root)
+    if not (root / "JPEGImages").is_dir():
+        raise InputError(f"{root} is not a DAVIS root (no JPEGImages folder)")
+    if not sequences:
+        raise InputError("no sequence to evaluate")
+    if max_frames is not None and max_frames < 3:
+        raise InputError(f"max_frames must be at least 3 (first and last frames are not scored), got {max_frames}")
+    config = session_config or SessionConfig()
+    out = Path(out_dir) if out_dir is not None else None
+    paths = {name: _sequence_paths(root, resolution, name) for name in sequences}
+    if out is not None and not overwrite:
+        refuse_existing_predictions(out, sequences)
+    results = []
+    for name in sequences:
+        frames_dir, gt_dir = paths[name]
+        try:
+            results.append(
+                _evaluate_one(backend, name, frames_dir, gt_dir, config, out, max_frames, on_frame)
+            )
+        except InputError as exc:
+            message = str(exc)
+            if not message.startswith(f"sequence {name!r}"):
+                message = f"sequence {name!r}: {message}"
+            raise InputError(message) from None
+    return EvalResult(tuple(results))
+
+
+def _evaluate_one(
+    backend: Backend,
+    name: str,
+    frames_dir: Path,
+    gt_dir: Path,
+    config: SessionConfig,
+    out: Path | None,
+    max_frames: int | None,
+    on_frame: Callable[[str, int], None] | None,
+) -> SequenceResult:
+    frames = FrameFolder(frames_dir)
+    names = frames.names[:max_frames] if max_frames else frames.names
+    missing = [n for n in names if not (gt_dir / f"{n}.png").is_file()]
+    if missing:
+        raise InputError(
+            f"sequence {name!r}: no annotation for {len(missing)} frame(s) (e.g. {gt_dir / missing[0]}.png); "
+            f"evaluation needs one per frame"
+        )
+    first_mask, palette = read_mask(gt_dir / f"{names[0]}.png")
+    if out is not None:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    session = VideoSession(backend, config)
+    predictions, truths = [], []
+    start = time.perf_counter()
+    for i, (frame_name, frame) in enumerate(frames):
+        if i >= len(names):
+            break
+        result = session.step(frame, first_mask if i == 0 else None)
+        predictions.append(result.labels)
+        gt, _ = read_mask(gt_dir / f"{frame_name}.png")
+        truths.append(gt)
+        if out is not None:
+            write_mask(out / name / f"{frame_name}.png", result.labels, palette)
+        if on_frame is not None:
+            on_frame(name, i)
+    seconds = time.perf_counter() - start
+    try:
+        scores = evaluate_objects(predictions, truths)
+    except ValueError as exc:
+        raise InputError(f"sequence {name!r}: {exc}") from None
+    if not scores:
+        raise InputError(f"sequence {name!r}: the first annotation has no object")
+    return SequenceResult(name, tuple(scores), len(predictions), seconds)

@@ -1,0 +1,206 @@
+"""Segment a video (folder of frames or video file) into a folder of palette PNGs.
+
+The library function behind ``stmae-segment``: inputs are checked before anything is
+written, every PNG is written atomically, and the optional overlay video appears only
+when complete.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .backends.base import Backend
+from .config import SessionConfig
+from .errors import InputError
+from .frames import FrameFolder, VideoFile, open_frames
+from .mask_io import existing_masks, read_mask, write_mask
+from .overlay import OverlayWriter
+from .session import VideoSession
+
+
+@dataclass(frozen=True)
+class Annotations:
+    """Masks given for the video: frame name -> label map, and the palette to write with."""
+
+    masks: dict[str, np.ndarray]
+    palette: list[int] | None
+
+    @property
+    def first_name(self) -> str:
+        return min(self.masks)
+
+
+@dataclass(frozen=True)
+class SegmentSummary:
+    """frames: frames segmented; objects: labels segmented; seconds: wall time of the loop."""
+
+    frames: int
+    objects: tuple[int, ...]
+    seconds: float
+    out_dir: Path
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.seconds if self.seconds > 0 else float("inf")
+
+    def line(self) -> str:
+        return (
+            f"{self.frames} frames, {len(self.objects)} objects, {self.seconds:.2f} s, "
+            f"{self.fps:.2f} FPS -> {self.out_dir}"
+        )
+
+
+def _size_text(shape: tuple[int, int]) -> str:
+    return f"{shape[1]}x{shape[0]}"
+
+
+def load_annotations(
+    frames: FrameFolder | VideoFile,
+    first_mask: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+) -> Annotations:
+    """Read and check the given masks against the frames (sizes, names, objects).
+
+    first_mask: the mask of the first frame; masks_dir: PNG masks named after frames
+    (``00000.png`` ... for a video), for any frames.
+    """
+    if first_mask is None and masks_dir is None:
+        raise InputError("no mask given: pass --mask FIRST.png (the first frame's objects) or --masks-dir DIR")
+    first_name = frames.names[0] if isinstance(frames, FrameFolder) else "00000"
+    masks: dict[str, np.ndarray] = {}
+    sources: dict[str, Path] = {}
+    palette = None
+    if first_mask is not None:
+        labels, palette = read_mask(first_mask)
+        masks[first_name], sources[first_name] = labels, Path(first_mask)
+    if masks_dir is not None:
+        folder = Path(masks_dir)
+        if not folder.is_dir():
+            raise InputError(f"--masks-dir {folder} is not a folder")
+        files = existing_masks(folder)
+        if not files:
+            raise InputError(f"--masks-dir {folder} has no PNG mask")
+        for path in files:
+            name = path.stem
+            if name in masks:
+                raise InputError(f"the mask of frame {name} is given twice (--mask and {path}); give it once")
+            if isinstance(frames, FrameFolder):
+                if name not in frames.names:
+                    raise InputError(f"{path} is named after no input frame (frames are named like {frames.names[0]})")
+            elif not re.fullmatch(r"\d{5,}", name):
+                raise InputError(f"{path}: masks for a video are named after the frame number, e.g. 00042.png")
+            labels, file_palette = read_mask(path)
+            masks[name], sources[name] = labels, path
+            palette = palette if palette is not None else file_palette
+    for name, labels in masks.items():
+        if labels.shape != tuple(frames.size):
+            raise InputError(
+                f"mask {sources[name]} is {_size_text(labels.shape)} but the frames are "
+                f"{_size_text(tuple(frames.size))}; the mask must have the frames' size"
+            )
+    first = min(masks)
+    if not labels_present(masks[first]):
+        raise InputError(
+            f"the first mask ({sources[first]}) has no object: every pixel is 0 (background); "
+            f"label each object with its own value 1..255"
+        )
+    return Annotations(masks, palette)
+
+
+def labels_present(labels: np.ndarray) -> list[int]:
+    return [int(v) for v in np.unique(labels) if v != 0]
+
+
+def check_output_folder(out_dir: str | Path, overwrite: bool) -> Path:
+    """Create ``out_dir``; refuse one that already has masks unless ``overwrite``."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"output {out} exists and is not a folder")
+    existing = existing_masks(out)
+    if existing and not overwrite:
+        raise InputError(
+            f"output folder {out} already has {len(existing)} mask(s) (e.g. {existing[0].name}); "
+            f"pass --overwrite to replace them, or choose another --out"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def check_targets(input_path: str | Path, out_dir: str | Path, overlay: str | Path | None, overwrite: bool) -> None:
+    """Refuse an output folder that is the input folder, and an existing overlay file
+    unless ``overwrite``."""
+    if Path(input_path).is_dir() and Path(out_dir).resolve() == Path(input_path).resolve():
+        raise InputError(f"--out {out_dir} is the input folder; write the masks to another folder")
+    if overlay is not None and Path(overlay).exists() and not overwrite:
+        raise InputError(f"overlay {overlay} already exists; pass --overwrite to replace it")
+
+
+def segment_video(
+    backend: Backend,
+    input_path: str | Path,
+    out_dir: str | Path,
+    *,
+    first_mask: str | Path | None = None,
+    masks_dir: str | Path | None = None,
+    config: SessionConfig | None = None,
+    overwrite: bool = False,
+    overlay: str | Path | None = None,
+    on_frame: Callable[[int], None] | None = None,
+    frames: FrameFolder | VideoFile | None = None,
+    annotations: Annotations | None = None,
+) -> SegmentSummary:
+    """Segment ``input_path`` into ``out_dir/<frame name>.png``.
+
+    Masks: ``first_mask`` for the first frame and/or ``masks_dir`` (masks named after
+    frames). A mask after the first introduces the labels not seen before (YouTube-VOS
+    style); labels already known are left to the tracker. ``frames``/``annotations``:
+    already opened/checked inputs (as :func:`open_frames` / :func:`load_annotations` give).
+    on_frame(i) is called after every frame.
+    """
+    frames = frames if frames is not None else open_frames(input_path)
+    annotations = annotations if annotations is not None else load_annotations(frames, first_mask, masks_dir)
+    check_targets(input_path, out_dir, overlay, overwrite)
+    out = check_output_folder(out_dir, overwrite)
+    session = VideoSession(backend, config)
+    fps = frames.fps if isinstance(frames, VideoFile) else 25.0
+    writer = OverlayWriter(overlay, fps, tuple(frames.size), annotations.palette) if overlay else None
+    used: set[str] = set()
+    count = 0
+    start = time.perf_counter()
+    try:
+        for name, frame in frames:
+            mask = annotations.masks.get(name)
+            objects = None
+            if mask is not None:
+                used.add(name)
+                if len(session.object_labels):
+                    objects = [l for l in labels_present(mask) if l not in session.object_labels]
+                    if not objects:
+                        mask, objects = None, None
+            result = session.step(frame, mask, objects)
+            write_mask(out / f"{name}.png", result.labels, annotations.palette)
+            if writer is not None:
+                writer.add(frame, result.labels)
+            count += 1
+            if on_frame is not None:
+                on_frame(count)
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
+    if writer is not None:
+        writer.close()
+    seconds = time.perf_counter() - start
+    unused = sorted(set(annotations.masks) - used)
+    if unused:
+        raise InputError(
+            f"masks for frames {', '.join(unused[:5])} were not used: the input has no such frame "
+            f"({count} frames were segmented and written to {out})"
+        )
+    return SegmentSummary(count, session.object_labels, seconds, out)
