@@ -16,7 +16,9 @@ An object introduced at frame t reads only memory written at or after t.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from typing import ContextManager, Protocol
 
 import numpy as np
 import torch
@@ -95,16 +97,30 @@ def _with_given(
     return out
 
 
+class StageTimer(Protocol):
+    """Optional per-stage timing hook (e.g. :class:`runtime.bench.stats.StageTimer`)."""
+
+    def stage(self, name: str) -> ContextManager[None]: ...
+
+
+class _NoTimer:
+    def stage(self, name: str) -> ContextManager[None]:
+        return contextlib.nullcontext()
+
+
 class VideoSession:
     """Segments one video frame by frame with a bounded memory bank.
 
     backend: a :class:`runtime.backends.base.Backend`; config: the memory schedule and
-    processing size. One session per video; frames must all have the same size.
+    processing size; timer: optional hook timing the stages 'preprocess', 'key_encoder',
+    'memory_readout', 'mask_autoencoder', 'postprocess' (benchmarks). One session per
+    video; frames must all have the same size.
     """
 
-    def __init__(self, backend: Backend, config: SessionConfig | None = None) -> None:
+    def __init__(self, backend: Backend, config: SessionConfig | None = None, timer: StageTimer | None = None) -> None:
         self.backend = backend
         self.config = config or SessionConfig()
+        self.timer: StageTimer = timer or _NoTimer()
         self.device = torch.device(backend.device)
         self.registry = ObjectRegistry()
         self.memory: MemoryBank | None = None
@@ -172,32 +188,41 @@ class VideoSession:
                 torch.ones(1, height, width, device=self.device), (), False,
             )
 
-        image = geo.prepare_image(frame, self.device)
-        features: KeyFeatures = self.backend.encode_key(image)
+        timer = self.timer
+        with timer.stage("preprocess"):
+            image = geo.prepare_image(frame, self.device)
+        with timer.stage("key_encoder"):
+            features: KeyFeatures = self.backend.encode_key(image)
         prob = None
         if old:
-            coarse = self.memory.read(features.f16, self.registry.groups(), self.config.top_k)
-            prob = self.backend.segment(image, features, coarse)  # (1, old+1, Hp, Wp)
-        out = None if prob is None else geo.restore(prob)
+            with timer.stage("memory_readout"):
+                coarse = self.memory.read(features.f16, self.registry.groups(), self.config.top_k)
+            with timer.stage("mask_autoencoder"):
+                prob = self.backend.segment(image, features, coarse)  # (1, old+1, Hp, Wp)
+        with timer.stage("postprocess"):
+            out = None if prob is None else geo.restore(prob)
         if given:
-            self.registry.add(given, t)
-            if self.first_annotated is None:
-                self.first_annotated = t
-            slots = [self.registry.slot(label) for label in given]
-            channels = len(self.registry) + 1
-            prob = _with_given(prob, geo.prepare_masks(mask, given, self.device), slots, channels)
-            exact = torch.as_tensor(mask, device=self.device)[None] == torch.tensor(
-                given, dtype=torch.uint8, device=self.device
-            ).view(-1, 1, 1)
-            out = _with_given(out, exact.float()[None], slots, channels)
+            with timer.stage("preprocess"):
+                self.registry.add(given, t)
+                if self.first_annotated is None:
+                    self.first_annotated = t
+                slots = [self.registry.slot(label) for label in given]
+                channels = len(self.registry) + 1
+                prob = _with_given(prob, geo.prepare_masks(mask, given, self.device), slots, channels)
+                exact = torch.as_tensor(mask, device=self.device)[None] == torch.tensor(
+                    given, dtype=torch.uint8, device=self.device
+                ).view(-1, 1, 1)
+                out = _with_given(out, exact.float()[None], slots, channels)
 
         written = bool(given) or (t - self.first_annotated) % self.config.mem_every == 0
         if written:
-            self._write(features.f16, prob, t, permanent=bool(given))
+            with timer.stage("memory_readout"):
+                self._write(features.f16, prob, t, permanent=bool(given))
         self.frame_index += 1
-        out = out[0]
-        lookup = torch.as_tensor(self.registry.label_lookup(), device=self.device)
-        labels = lookup[out.argmax(dim=0)].cpu().numpy()
+        with timer.stage("postprocess"):
+            out = out[0]
+            lookup = torch.as_tensor(self.registry.label_lookup(), device=self.device)
+            labels = lookup[out.argmax(dim=0)].cpu().numpy()
         return FrameResult(t, labels, out, self.registry.labels, written)
 
     def _write(self, f16: torch.Tensor, prob: torch.Tensor, t: int, permanent: bool) -> None:

@@ -1,0 +1,73 @@
+"""`stmae-bench`: per-stage latency, frames/s and memory of the runtime's configurations,
+each as a ratio to the eager baseline measured in the same run."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+import torch
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stmae-bench",
+        description="Benchmark STMAE configurations against the eager baseline (same run, same inputs).",
+    )
+    p.add_argument("--run", action="append", default=[], metavar="SPEC",
+                   help="a configuration: torch:fp32, torch:fp16 (CUDA), onnxruntime:EXPORT_DIR, "
+                        "tensorrt:EXPORT_DIR; repeat for several (default: torch:fp32)")
+    p.add_argument("--checkpoint", help="checkpoint file (default: the published architecture "
+                                        "with the contract's deterministic weights)")
+    p.add_argument("--input", help="a folder of frames (default: a synthetic clip)")
+    p.add_argument("--mask", help="the first frame's mask (with --input)")
+    p.add_argument("--frames", type=int, default=30, help="clip length (default 30)")
+    p.add_argument("--warmup", type=int, default=3, help="leading frames not measured (default 3)")
+    p.add_argument("--sizes", type=int, nargs="+", default=[480], help="shorter sides (default 480)")
+    p.add_argument("--objects", type=int, nargs="+", default=[1], help="object counts, synthetic clip (default 1)")
+    p.add_argument("--mem-every", type=int, default=5)
+    p.add_argument("--top-k", type=int, default=30)
+    p.add_argument("--max-memory-frames", type=int, default=20)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--out", required=True, help="folder for report.json, report.md, report.png")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from ..config import SessionConfig
+    from ..errors import BackendUnavailable, InputError
+    from .harness import ClipSettings, RunSpec
+    from .report import markdown_table, write_report
+    from .suite import SuiteSpec, run_suite
+
+    try:
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        if torch.device(args.device).type == "cpu":
+            torch.set_flush_denormal(True)
+        spec = SuiteSpec(
+            runs=tuple(RunSpec.parse(r) for r in (args.run or ["torch:fp32"])),
+            clip=ClipSettings(
+                frames=args.frames, warmup=args.warmup,
+                session=SessionConfig(mem_every=args.mem_every, top_k=args.top_k, max_memory_frames=args.max_memory_frames),
+            ),
+            sizes=tuple(args.sizes), objects=tuple(args.objects), checkpoint=args.checkpoint,
+            input_dir=args.input, mask=args.mask, device=args.device,
+        )
+        command = "stmae-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+        report = run_suite(spec, command, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+        paths = write_report(report, Path(args.out))
+    except (ValueError, InputError, BackendUnavailable, RuntimeError) as exc:
+        print(f"stmae-bench: error: {exc}", file=sys.stderr)
+        return 2
+    print(markdown_table(report), end="")
+    print(f"report: {paths['json']}  {paths['markdown']}  {paths['chart']}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

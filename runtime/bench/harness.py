@@ -1,0 +1,156 @@
+"""Run configurations over one clip and measure them against the eager baseline.
+
+Every configuration and the baseline see the same frames (decoded from the same files),
+the same first mask and the same schedule, in one process, one after another.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from ..config import SessionConfig
+from ..mask_io import write_mask
+from .memory import PeakMemory
+from .stats import STAGES, LatencyStats, StageTimer
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One configuration to measure: backend 'torch' | 'onnxruntime' | 'tensorrt';
+    precision (torch: fp32, or fp16/bf16 on CUDA); export_dir for exported backends."""
+
+    backend: str
+    precision: str = "fp32"
+    export_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.backend not in ("torch", "onnxruntime", "tensorrt"):
+            raise ValueError(f"unknown backend {self.backend!r}; choose torch, onnxruntime or tensorrt")
+        if self.backend != "torch" and not self.export_dir:
+            raise ValueError(f"the {self.backend} backend needs an export folder: {self.backend}:DIR (made by stmae-export)")
+
+    @classmethod
+    def parse(cls, text: str) -> "RunSpec":
+        """'torch:fp32', 'torch:fp16', 'onnxruntime:EXPORT_DIR', 'tensorrt:EXPORT_DIR'."""
+        backend, _, rest = text.partition(":")
+        if backend == "torch":
+            return cls("torch", rest or "fp32")
+        return cls(backend, "", rest or None)
+
+
+@dataclass(frozen=True)
+class ClipSettings:
+    """frames: clip length; warmup: leading frames left out of the statistics (frame 0,
+    which only encodes its key, is always left out); session: schedule and size."""
+
+    frames: int = 30
+    warmup: int = 3
+    session: SessionConfig = field(default_factory=SessionConfig)
+
+    def __post_init__(self) -> None:
+        if self.frames < 3:
+            raise ValueError(f"frames must be >= 3, got {self.frames}")
+        if not 1 <= self.warmup <= self.frames - 2:
+            raise ValueError(f"warmup must be in 1..frames-2, got {self.warmup}")
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode a frame file to (H, W, 3) uint8 RGB."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read frame {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+@dataclass
+class ClipMeasurement:
+    """Measured over the frames after warm-up. Times in ms; memory in MiB."""
+
+    fps: float
+    frame_ms: dict
+    stages: dict
+    per_frame_ms: list[float]
+    peak_rss_mb: float
+    peak_cuda_mb: float | None
+    memory_frames_mean: float
+    masks: list[np.ndarray] = field(repr=False)
+
+
+def measure_clip(
+    make_runner: Callable[[StageTimer], object],
+    frames: list[Path],
+    first_mask: np.ndarray,
+    settings: ClipSettings,
+    device: torch.device,
+    out_dir: Path,
+) -> ClipMeasurement:
+    """make_runner(timer) -> an object with ``step(rgb, mask) -> labels`` (a VideoSession
+    adapter or the EagerBaseline). Each frame: decode, step, encode (palette PNG written
+    to ``out_dir``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    timer = StageTimer(device)
+    runner = make_runner(timer)
+    per_frame: list[float] = []
+    rows: list[dict[str, float]] = []
+    masks: list[np.ndarray] = []
+    with PeakMemory(device) as peak:
+        for i, path in enumerate(frames):
+            before = {k: len(v) for k, v in timer.samples.items()}
+            start = time.perf_counter()
+            with timer.stage("decode"):
+                rgb = read_rgb(path)
+            labels = runner.step(rgb, first_mask if i == 0 else None)
+            with timer.stage("encode"):
+                write_mask(out_dir / f"{i:05d}.png", labels)
+            per_frame.append(time.perf_counter() - start)
+            rows.append({k: sum(v[before.get(k, 0):]) for k, v in timer.samples.items()})
+            masks.append(labels)
+    w = settings.warmup
+    measured = per_frame[w:]
+    stages = {}
+    for name in STAGES:
+        values = [row.get(name, 0.0) for row in rows[w:]]
+        if any(values):
+            stages[name] = LatencyStats.of(values).__dict__
+    mem_frames = [1 + i // settings.session.mem_every for i in range(w, len(frames))]
+    return ClipMeasurement(
+        fps=len(measured) / sum(measured),
+        frame_ms=LatencyStats.of(measured).__dict__,
+        stages=stages,
+        per_frame_ms=[s * 1e3 for s in per_frame],
+        peak_rss_mb=peak.peak_rss_mb,
+        peak_cuda_mb=peak.peak_cuda_mb,
+        memory_frames_mean=float(np.mean([min(m, settings.session.max_memory_frames + 1) for m in mem_frames])),
+        masks=masks,
+    )
+
+
+def mean_iou(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    """Mean IoU over frames 1.. and every label present in either sequence (frame 0 is
+    the given mask on both sides)."""
+    ious = []
+    for x, y in list(zip(a, b))[1:]:
+        for label in set(np.unique(x).tolist()) | set(np.unique(y).tolist()):
+            if label == 0:
+                continue
+            inter = np.logical_and(x == label, y == label).sum()
+            union = np.logical_or(x == label, y == label).sum()
+            ious.append(inter / union)
+    return float(np.mean(ious)) if ious else 1.0
+
+
+def drift_ratio(per_frame_ms: list[float], window: int = 100) -> float | None:
+    """Median per-frame time of the last ``window`` frames over the first ``window`` after
+    frame 0 (None for clips shorter than 2 * window + 1)."""
+    if len(per_frame_ms) < 2 * window + 1:
+        return None
+    first = np.median(per_frame_ms[1 : window + 1])
+    last = np.median(per_frame_ms[-window:])
+    return float(last / first)

@@ -1,0 +1,91 @@
+"""Benchmark reports: JSON (everything), a markdown table, and a PNG chart."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .stats import STAGES
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def markdown_table(report: dict) -> str:
+    """One row per configuration: frames/s, ratio to the baseline, per-stage p50 ms."""
+    runs = report["runs"]
+    head = ["configuration", "objects", "size", "frames/s", "frames/s x objects", "vs baseline", "mIoU vs ref"]
+    head += [f"{s} p50 ms" for s in STAGES] + ["peak MB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for run in runs:
+        stages = run["stages"]
+        row = [
+            run["name"],
+            str(run["objects"]),
+            f"{run['height']}x{run['width']}",
+            f"{run['fps']:.3f}",
+            f"{run['fps'] * run['objects']:.3f}",
+            f"{run['speedup_vs_baseline']:.2f}x",
+            "-" if run.get("mask_miou_vs_reference") is None else f"{run['mask_miou_vs_reference']:.4f}",
+        ]
+        row += [f"{stages[s]['p50']:.1f}" if s in stages else "-" for s in STAGES]
+        row.append(f"{run['peak_memory_mb']:.0f}")
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
+    """Write report.json, report.md and report.png into ``out_dir``; returns their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "chart": out_dir / "report.png"}
+    _atomic_write_text(paths["json"], json.dumps(report, indent=2, sort_keys=False) + "\n")
+    env = report["environment"]
+    md = [
+        "# stmae-bench report",
+        "",
+        f"Command: `{report['command']}`",
+        "",
+        f"Machine: {env['cpu_model']}, {env['usable_cores']} usable cores, torch threads "
+        f"{env['torch_threads']}; GPU: {env['gpu']['name'] if env['gpu'] else 'none'}; "
+        f"measured peak {report['peak_gflops']}",
+        "",
+        markdown_table(report),
+    ]
+    _atomic_write_text(paths["markdown"], "\n".join(md))
+    _chart(report, paths["chart"])
+    return paths
+
+
+def _chart(report: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = report["runs"]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 0.6 * len(runs) + 2.5))
+    names = [f"{r['name']} [{r['objects']} obj, {r['height']}x{r['width']}]" for r in runs]
+    ax1.barh(names, [r["fps"] for r in runs], color="tab:blue")
+    ax1.set_xlabel("frames/s (end to end)")
+    ax1.invert_yaxis()
+    left = [0.0] * len(runs)
+    for stage in STAGES:
+        vals = [r["stages"].get(stage, {}).get("mean", 0.0) for r in runs]
+        ax2.barh(names, vals, left=left, label=stage)
+        left = [a + b for a, b in zip(left, vals)]
+    ax2.set_xlabel("mean ms per frame, by stage")
+    ax2.set_yticks([])
+    ax2.invert_yaxis()
+    ax2.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)

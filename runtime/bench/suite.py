@@ -1,0 +1,173 @@
+"""A benchmark suite: the eager baseline and each configuration over the same clip, for
+every (size, objects) combination asked for, into one report dict."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from stmae import STMAE, generate_clip, load_checkpoint, preset, save_checkpoint
+from stmae.reference_weights import reference_weights_for
+
+from ..backends.factory import create_backend
+from ..config import SessionConfig
+from ..frames import FrameFolder
+from ..mask_io import read_mask
+from ..session import VideoSession
+from ..transforms import FrameGeometry
+from .baseline import EagerBaseline
+from .environment import environment_block
+from .flops import stage_gflops
+from .harness import ClipMeasurement, ClipSettings, RunSpec, drift_ratio, mean_iou, measure_clip
+from .peak import measure_peak_gflops
+
+
+@dataclass(frozen=True)
+class SuiteSpec:
+    """checkpoint: a checkpoint file, or None for the published architecture with the
+    contract's deterministic weights; input_dir + mask: real frames and the first mask, or
+    None for a synthetic clip (16:9, ``objects`` objects); sizes / objects: the sweep."""
+
+    runs: tuple[RunSpec, ...]
+    clip: ClipSettings
+    sizes: tuple[int, ...] = (480,)
+    objects: tuple[int, ...] = (1,)
+    checkpoint: str | None = None
+    input_dir: str | None = None
+    mask: str | None = None
+    device: str = "cpu"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.runs:
+            raise ValueError("give at least one configuration to compare with the baseline")
+        if (self.input_dir is None) != (self.mask is None):
+            raise ValueError("--input and --mask go together (real frames need their first mask)")
+        if self.input_dir is not None and self.objects != (1,) and len(self.objects) > 1:
+            raise ValueError("an object-count sweep needs the synthetic clip (real frames have their own objects)")
+
+
+class _SessionAdapter:
+    def __init__(self, backend, config: SessionConfig, timer) -> None:
+        self.session = VideoSession(backend, config, timer=timer)
+
+    def step(self, rgb, mask):
+        return self.session.step(rgb, mask).labels
+
+
+def _write_synthetic(folder: Path, frames: int, size: int, objects: int, seed: int) -> tuple[list[Path], np.ndarray]:
+    height = size
+    width = int(round(size * 16 / 9))
+    clip = generate_clip(frames=frames, height=height, width=width, objects=objects, seed=seed)
+    paths = []
+    for i, rgb in enumerate(clip.frames):
+        path = folder / f"{i:05d}.jpg"
+        cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+        paths.append(path)
+    return paths, clip.masks[0]
+
+
+def _model_and_checkpoint(spec: SuiteSpec, workdir: Path) -> tuple[STMAE, str]:
+    if spec.checkpoint is not None:
+        return load_checkpoint(spec.checkpoint).model, spec.checkpoint
+    model = STMAE(preset("published"))
+    model.load_state_dict(reference_weights_for(model))
+    path = workdir / "published_rule_weights.pth"
+    save_checkpoint(path, model)
+    return model.eval(), str(path)
+
+
+def _run_name(run: RunSpec, backend) -> str:
+    return f"{run.backend} {getattr(backend, 'precision', run.precision)}"
+
+
+def run_suite(spec: SuiteSpec, command: str, progress=print) -> dict:
+    """Measure everything; returns the report dict (see report.write_report)."""
+    device = torch.device(spec.device)
+    report: dict = {"command": command, "environment": environment_block(), "runs": []}
+    with tempfile.TemporaryDirectory(prefix="stmae-bench-") as tmp:
+        workdir = Path(tmp)
+        model, checkpoint = _model_and_checkpoint(spec, workdir)
+        model = model.to(device).eval()
+        backends = []
+        for run in spec.runs:
+            backend = create_backend(run.backend, checkpoint=checkpoint, export_dir=run.export_dir, device=device, precision=run.precision or "fp32")
+            backends.append((run, backend))
+        report["checkpoint"] = spec.checkpoint or "published architecture, contract rule weights"
+        report["peak_gflops"] = {
+            p: round(measure_peak_gflops(device, p), 1) for p in ("fp32", "bf16", "int8")
+        }
+        for size in spec.sizes:
+            for objects in spec.objects:
+                clipdir = workdir / f"clip_{size}_{objects}"
+                clipdir.mkdir()
+                if spec.input_dir is None:
+                    frames, first_mask = _write_synthetic(clipdir, spec.clip.frames, size, objects, spec.seed)
+                else:
+                    folder = FrameFolder(spec.input_dir)
+                    frames = folder.paths[: spec.clip.frames]
+                    first_mask = read_mask(spec.mask)[0]
+                    if len(frames) < spec.clip.frames:
+                        raise ValueError(f"{spec.input_dir} has {len(frames)} frames, fewer than --frames {spec.clip.frames}")
+                n_obj = int(len(np.unique(first_mask)) - 1)
+                session_cfg = replace(spec.clip.session, size=size)
+                clip = replace(spec.clip, session=session_cfg)
+                geo = FrameGeometry.for_frame(*first_mask.shape, size)
+                progress(f"[{size}p, {n_obj} object(s)] baseline ...")
+                base = measure_clip(
+                    lambda timer: EagerBaseline(model, device, size, session_cfg.mem_every, session_cfg.top_k, timer),
+                    frames, first_mask, clip, device, workdir / "out_baseline",
+                )
+                rows = [("baseline (eager fp32, concat memory)", "torch", "fp32", base)]
+                for run, backend in backends:
+                    name = _run_name(run, backend)
+                    progress(f"[{size}p, {n_obj} object(s)] {name} ...")
+                    m = measure_clip(
+                        lambda timer, b=backend: _SessionAdapter(b, session_cfg, timer),
+                        frames, first_mask, clip, device, workdir / f"out_{len(rows)}",
+                    )
+                    rows.append((name, run.backend, getattr(backend, "precision", run.precision), m))
+                gflops = stage_gflops(model, *geo.padded_size, n_obj, memory_frames=1, top_k=session_cfg.top_k)
+                for name, backend_name, precision, m in rows:
+                    report["runs"].append(_row(name, backend_name, precision, m, base, gflops, geo, n_obj, len(frames)))
+    return report
+
+
+def _row(name, backend, precision, m: ClipMeasurement, base: ClipMeasurement, gflops, geo, objects, frames) -> dict:
+    work = {
+        "key_encoder": gflops["key_encoder"],
+        "memory_readout": gflops["memory_readout"] * m.memory_frames_mean,
+        "mask_autoencoder": gflops["mask_autoencoder"],
+    }
+    achieved = {
+        stage: round(work[stage] / (m.stages[stage]["p50"] / 1e3), 2)
+        for stage in work if stage in m.stages and m.stages[stage]["p50"] > 0
+    }
+    return {
+        "name": name,
+        "backend": backend,
+        "precision": precision,
+        "objects": objects,
+        "frames": frames,
+        "height": geo.padded_size[0],
+        "width": geo.padded_size[1],
+        "input_size": list(geo.input_size),
+        "fps": m.fps,
+        "fps_x_objects": m.fps * objects,
+        "speedup_vs_baseline": m.fps / base.fps,
+        "mask_miou_vs_reference": None if m is base else mean_iou(m.masks, base.masks),
+        "frame_ms": m.frame_ms,
+        "stages": m.stages,
+        "gflop_per_frame": {k: round(v, 3) for k, v in work.items()},
+        "achieved_gflops": achieved,
+        "peak_memory_mb": m.peak_cuda_mb if m.peak_cuda_mb is not None else m.peak_rss_mb,
+        "peak_rss_mb": m.peak_rss_mb,
+        "peak_cuda_mb": m.peak_cuda_mb,
+        "drift_last100_over_first100": drift_ratio(m.per_frame_ms),
+        "per_frame_ms": [round(x, 3) for x in m.per_frame_ms],
+    }
