@@ -18,7 +18,7 @@ import torch
 from ..config import SessionConfig
 from ..mask_io import write_mask
 from .memory import PeakMemory
-from .stats import STAGES, LatencyStats, StageTimer
+from .stats import LatencyStats, StageTimer
 
 
 @dataclass(frozen=True)
@@ -98,11 +98,10 @@ def measure_clip(
     timer = StageTimer(device)
     runner = make_runner(timer)
     per_frame: list[float] = []
-    rows: list[dict[str, float]] = []
     masks: list[np.ndarray] = []
     with PeakMemory(device) as peak:
         for i, path in enumerate(frames):
-            before = {k: len(v) for k, v in timer.samples.items()}
+            timer.begin_frame()
             start = time.perf_counter()
             with timer.stage("decode"):
                 rgb = read_rgb(path)
@@ -110,15 +109,10 @@ def measure_clip(
             with timer.stage("encode"):
                 write_mask(out_dir / f"{i:05d}.png", labels)
             per_frame.append(time.perf_counter() - start)
-            rows.append({k: sum(v[before.get(k, 0):]) for k, v in timer.samples.items()})
             masks.append(labels)
     w = settings.warmup
     measured = per_frame[w:]
-    stages = {}
-    for name in STAGES:
-        values = [row.get(name, 0.0) for row in rows[w:]]
-        if any(values):
-            stages[name] = LatencyStats.of(values).__dict__
+    stages = timer.per_frame_summary(skip=w)
     mem_frames = [1 + i // settings.session.mem_every for i in range(w, len(frames))]
     return ClipMeasurement(
         fps=len(measured) / sum(measured),

@@ -56,6 +56,7 @@ class StageTimer:
         self._sync = synchronizer(torch.device(device))
         self.samples: dict[str, list[float]] = defaultdict(list)
         self.enabled = True
+        self._frame_starts: list[dict[str, int]] = []
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -70,8 +71,26 @@ class StageTimer:
             self._sync()
             self.samples[name].append(time.perf_counter() - start)
 
-    def reset(self) -> None:
-        self.samples.clear()
+    def begin_frame(self) -> None:
+        """Mark the start of a frame: stages timed until the next mark belong to it."""
+        self._frame_starts.append({k: len(v) for k, v in self.samples.items()})
 
-    def summary(self) -> dict[str, LatencyStats]:
-        return {name: LatencyStats.of(values) for name, values in self.samples.items()}
+    def frame_totals(self) -> list[dict[str, float]]:
+        """Seconds per stage summed within each marked frame (a stage may run several
+        times in one frame, e.g. a memory read and a memory write)."""
+        ends = self._frame_starts[1:] + [{k: len(v) for k, v in self.samples.items()}]
+        return [
+            {k: sum(v[start.get(k, 0) : end.get(k, 0)]) for k, v in self.samples.items()}
+            for start, end in zip(self._frame_starts, ends)
+        ]
+
+    def per_frame_summary(self, skip: int = 0) -> dict[str, dict]:
+        """LatencyStats (as dicts, ms) of the per-frame stage totals, leaving out the first
+        ``skip`` frames; stages that never ran are left out."""
+        rows = self.frame_totals()[skip:]
+        out = {}
+        for name in STAGES:
+            values = [row.get(name, 0.0) for row in rows]
+            if any(values):
+                out[name] = LatencyStats.of(values).__dict__
+        return out
