@@ -1,0 +1,118 @@
+"""Video clips for calibration and verification, and the graph inputs recorded from them.
+
+A clip is frames (T, H, W, 3) uint8 plus, where known, label maps (T, H, W) uint8. Sources:
+the toolkit's synthetic generator (exact masks), or a folder of frames with an optional
+folder of masks (e.g. a DAVIS sequence: ``JPEGImages/480p/bear`` + ``Annotations/480p/bear``).
+
+Graph inputs are recorded by running the PyTorch fp32 pipeline (:class:`runtime.session.
+VideoSession` over :class:`runtime.backends.torch_backend.TorchBackend`) through the clip,
+so the mask autoencoder is calibrated on the coarse masks that the real memory readout
+produces, not on made-up ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from runtime.backends.base import KeyFeatures
+from runtime.backends.torch_backend import TorchBackend
+from runtime.config import SessionConfig
+from runtime.errors import InputError
+from runtime.frames import FrameFolder
+from runtime.mask_io import read_mask
+from runtime.session import VideoSession
+from stmae.network import STMAE
+from stmae.synthetic import ClipSpec, generate_clip
+
+
+@dataclass(frozen=True)
+class Clip:
+    """frames: (T, H, W, 3) uint8 RGB; masks: (T, H, W) uint8 labels or None; source: text."""
+
+    frames: np.ndarray
+    masks: np.ndarray | None
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.frames.ndim != 4 or self.frames.shape[-1] != 3 or self.frames.dtype != np.uint8:
+            raise ValueError(f"clip frames must be (T, H, W, 3) uint8, got {self.frames.dtype} {self.frames.shape}")
+        if self.masks is not None and self.masks.shape != self.frames.shape[:3]:
+            raise ValueError(f"clip masks {self.masks.shape} do not match frames {self.frames.shape[:3]}")
+
+    def first_mask(self) -> np.ndarray:
+        """The annotation the pipelines start from: the first mask if the clip has masks,
+        else a centred ellipse covering about a fifth of the frame (object 1)."""
+        if self.masks is not None and self.masks[0].any():
+            return self.masks[0]
+        h, w = self.frames.shape[1:3]
+        mask = np.zeros((h, w), np.uint8)
+        cv2.ellipse(mask, (w // 2, h // 2), (max(w // 4, 2), max(h // 4, 2)), 0, 0, 360, 1, -1)
+        return mask
+
+
+def synthetic_clip(frames: int, height: int, width: int, seed: int, objects: int = 2) -> Clip:
+    clip = generate_clip(ClipSpec(frames=frames, height=height, width=width, objects=objects, seed=seed))
+    return Clip(clip.frames, clip.masks, f"synthetic clip (seed {seed}, {frames} frames, {width}x{height})")
+
+
+def folder_clip(frames_dir: str | Path, masks_dir: str | Path | None = None, max_frames: int | None = None) -> Clip:
+    """Frames of a folder (sorted by name), the first ``max_frames``; masks named like the
+    frames (``<stem>.png``) from ``masks_dir`` if given."""
+    frames_dir = Path(frames_dir)
+    if not frames_dir.is_dir():
+        raise InputError(f"frames folder {frames_dir} does not exist")
+    folder = FrameFolder(frames_dir)
+    frames, names = [], []
+    for name, frame in folder:
+        frames.append(frame)
+        names.append(name)
+        if max_frames is not None and len(frames) >= max_frames:
+            break
+    masks = None
+    if masks_dir is not None:
+        masks_dir = Path(masks_dir)
+        masks = np.stack([read_mask(masks_dir / f"{n}.png")[0] for n in names])
+    return Clip(np.stack(frames), masks, f"{frames_dir} ({len(frames)} frames)")
+
+
+class _RecordingBackend:
+    """A backend wrapper that records the inputs of every graph call as numpy arrays."""
+
+    def __init__(self, inner: TorchBackend) -> None:
+        self.inner = inner
+        self.name, self.device, self.precision = inner.name, inner.device, inner.precision
+        self.key_feeds: list[dict[str, np.ndarray]] = []
+        self.mask_feeds: list[dict[str, np.ndarray]] = []
+
+    def encode_key(self, image: torch.Tensor) -> KeyFeatures:
+        self.key_feeds.append({"image": image.cpu().numpy().copy()})
+        return self.inner.encode_key(image)
+
+    def segment(self, image: torch.Tensor, features: KeyFeatures, coarse: torch.Tensor) -> torch.Tensor:
+        self.mask_feeds.append(
+            {
+                "image": image.cpu().numpy().copy(),
+                "f16": features.f16.float().cpu().numpy().copy(),
+                "f8": features.f8.float().cpu().numpy().copy(),
+                "f4": features.f4.float().cpu().numpy().copy(),
+                "coarse": coarse.float().cpu().numpy().copy(),
+            }
+        )
+        return self.inner.segment(image, features, coarse)
+
+
+def record_graph_inputs(
+    model: STMAE, clip: Clip, session_config: SessionConfig
+) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    """Run the fp32 torch pipeline over the clip; return the feeds of the key encoder and
+    of the mask autoencoder ({input name: float32 array}), one per call."""
+    backend = _RecordingBackend(TorchBackend(model, "cpu", "fp32"))
+    session = VideoSession(backend, session_config)
+    for t, frame in enumerate(clip.frames):
+        session.step(frame, clip.first_mask() if t == 0 else None)
+    return backend.key_feeds, backend.mask_feeds

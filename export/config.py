@@ -1,0 +1,108 @@
+"""Configuration of one export: a frozen dataclass that validates itself."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.export_manifest import PRECISIONS
+
+from .fp32_islands import KEY_FP32_POLICIES
+from .graphs import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TraceShape
+from .precision import INT8_QUANTIZERS
+
+# What stays float32 in the key encoder by default, per precision (measured; README):
+# fp16 keys move the top-k readout by ~0.2 % (no top-30 set changes) -> all fp16;
+# int8 keys change ~50 % of the top-30 sets (readout error ~12 %) -> the key encoder
+# stays float32 and only the mask autoencoder is quantized.
+DEFAULT_KEY_FP32 = {"fp32": "none", "fp16": "none", "int8": "all"}
+
+
+@dataclass(frozen=True)
+class GateThresholds:
+    """fp32: every graph output within ``fp32_max_rel_error`` of PyTorch (relative L2).
+    fp16/int8: mean IoU between the ONNX Runtime and PyTorch pipelines' masks at least
+    ``fp16_min_iou`` / ``int8_min_iou`` over the verification clip."""
+
+    fp32_max_rel_error: float = 1e-4
+    fp16_min_iou: float = 0.95
+    int8_min_iou: float = 0.90
+
+    def __post_init__(self) -> None:
+        if not self.fp32_max_rel_error >= 0:
+            raise ValueError(f"fp32_max_rel_error must be >= 0, got {self.fp32_max_rel_error}")
+        for name in ("fp16_min_iou", "int8_min_iou"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+    def min_iou(self, precision: str) -> float | None:
+        return {"fp16": self.fp16_min_iou, "int8": self.int8_min_iou}.get(precision)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """One ``stmae-export`` run.
+
+    checkpoint: the STMAE checkpoint; out_dir: the export folder to create;
+    precision: 'fp32', 'fp16' or 'int8'; opset: ONNX opset (MIN_OPSET..MAX_OPSET);
+    calibration: folder of frames for int8 calibration and fp16 AutoCast's reference run
+        (None: a synthetic clip);
+    calibration_frames: frames used from it; verify: run the parity gate;
+    verify_frames / verify_masks: the clip the pipelines are compared on (None: a
+    synthetic clip with exact masks); verify_max_frames: frames used from it;
+    work_size: shorter side the calibration/verification frames are processed at (-1: as
+    they are); overwrite: replace an existing out_dir; trace: the size the graphs are
+    traced at; key_fp32: what stays float32 in the key encoder (None: the precision's
+    default); int8_quantizer: the int8 tool; thresholds: the gate.
+    """
+
+    checkpoint: Path
+    out_dir: Path
+    precision: str = "fp32"
+    opset: int = DEFAULT_OPSET
+    calibration: Path | None = None
+    calibration_frames: int = 6
+    verify: bool = True
+    verify_frames: Path | None = None
+    verify_masks: Path | None = None
+    verify_max_frames: int = 8
+    work_size: int = 240
+    overwrite: bool = False
+    trace: TraceShape = field(default_factory=TraceShape)
+    key_fp32: str | None = None
+    int8_quantizer: str = "modelopt"
+    thresholds: GateThresholds = field(default_factory=GateThresholds)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoint", Path(self.checkpoint))
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        for name in ("calibration", "verify_frames", "verify_masks"):
+            value = getattr(self, name)
+            if value is not None:
+                object.__setattr__(self, name, Path(value))
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if not isinstance(self.opset, int) or not MIN_OPSET <= self.opset <= MAX_OPSET:
+            raise ValueError(
+                f"opset must be between {MIN_OPSET} and {MAX_OPSET}, got {self.opset!r} (the "
+                f"torch.export-based exporter writes opset-{MIN_OPSET} reductions; TensorRT 10 "
+                f"parses up to opset 24)"
+            )
+        for name in ("calibration_frames", "verify_max_frames"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 3:
+                raise ValueError(f"{name} must be an integer >= 3, got {value!r}")
+        if not (self.work_size == -1 or (isinstance(self.work_size, int) and self.work_size >= 32)):
+            raise ValueError(f"work_size must be -1 or at least 32, got {self.work_size!r}")
+        if self.key_fp32 is not None and self.key_fp32 not in KEY_FP32_POLICIES:
+            raise ValueError(f"key_fp32 must be one of {KEY_FP32_POLICIES}, got {self.key_fp32!r}")
+        if self.int8_quantizer not in INT8_QUANTIZERS:
+            raise ValueError(f"int8_quantizer must be one of {INT8_QUANTIZERS}, got {self.int8_quantizer!r}")
+        if self.verify_masks is not None and self.verify_frames is None:
+            raise ValueError("verify_masks needs verify_frames (the frames the masks belong to)")
+        if self.calibration is not None and self.precision == "fp32":
+            raise ValueError("--calibration is used by --precision fp16 and int8 only")
+
+    @property
+    def key_fp32_policy(self) -> str:
+        return self.key_fp32 or DEFAULT_KEY_FP32[self.precision]

@@ -1,0 +1,313 @@
+"""``stmae-export``'s work: checkpoint -> two checked ONNX graphs + manifest, behind a gate.
+
+Steps (all in a temporary folder next to ``out_dir``, renamed into place only at the end):
+
+1. Load the checkpoint; export the fp32 key encoder and mask autoencoder (dynamic batch,
+   objects, H and W); ``onnx.checker`` and strict shape inference.
+2. Gate (fp32): PyTorch vs ONNX Runtime on a shape other than the traced one; every output
+   within ``fp32_max_rel_error``.
+3. fp16 (ModelOpt AutoCast) or int8 (Q/DQ, calibrated on a clip), keeping the float32
+   islands of :mod:`export.fp32_islands`; checks again; TensorRT operator check.
+4. Gate (fp16/int8): the PyTorch and ONNX Runtime pipelines over a real clip; mean IoU of
+   their masks at least the threshold; J&F of both recorded; top-k sensitivity recorded.
+5. manifest.json with hashes and every number measured; rename into place.
+
+Any failure raises (ExportError / ExportGateError) and leaves nothing at ``out_dir``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from runtime.backends.ort_backend import OrtBackend
+from runtime.backends.torch_backend import TorchBackend
+from runtime.config import SessionConfig
+from runtime.transforms import FrameGeometry
+from runtime.export_manifest import (
+    CONTRACT_VERSION,
+    GRAPH_FILES,
+    KEY_ENCODER,
+    MANIFEST_NAME,
+    MASK_AUTOENCODER,
+    ExportManifest,
+    GraphSpec,
+    sha256_file,
+)
+from stmae.checkpoint import load_checkpoint
+
+from . import parity
+from .clips import Clip, folder_clip, record_graph_inputs, synthetic_clip
+from .config import ExportConfig
+from .fp32_islands import key_encoder_fp32_nodes, mask_autoencoder_fp32_nodes
+from .graphs import check_graph, export_key_encoder, export_mask_autoencoder, graph_io, save_model
+from .precision import PrecisionToolMissing, convert_fp16, quantize_int8
+from .trt_compat import check_tensorrt_compatibility
+
+
+class ExportError(RuntimeError):
+    """The export cannot be made; the message says why and what to do."""
+
+
+class ExportGateError(ExportError):
+    """The parity gate failed; the message gives the numbers."""
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    manifest: ExportManifest
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _versions() -> dict[str, str]:
+    out = {}
+    for dist in ("stmae", "torch", "onnx", "onnxscript", "onnxruntime-gpu", "onnxruntime", "nvidia-modelopt"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            continue
+    return out
+
+
+def _check_destination(config: ExportConfig) -> None:
+    out = config.out_dir
+    if out.exists() and not config.overwrite:
+        raise ExportError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"{out} exists and is not a folder; remove it or choose another --out")
+    if not out.parent.is_dir():
+        raise ExportError(f"the parent folder of --out ({out.parent}) does not exist")
+
+
+def _clips(config: ExportConfig) -> tuple[Clip, SessionConfig, Clip, SessionConfig]:
+    """(calibration clip, its session config, verification clip, its session config)."""
+    if config.calibration is not None:
+        calib = folder_clip(config.calibration, None, config.calibration_frames)
+        calib_cfg = SessionConfig(size=config.work_size, mem_every=1)
+    else:
+        calib = synthetic_clip(config.calibration_frames, 128, 192, seed=0)
+        calib_cfg = SessionConfig(size=-1, mem_every=1)
+    if config.verify_frames is not None:
+        verify = folder_clip(config.verify_frames, config.verify_masks, config.verify_max_frames)
+        verify_cfg = SessionConfig(size=config.work_size)
+    else:
+        verify = synthetic_clip(config.verify_max_frames, 128, 192, seed=1)
+        verify_cfg = SessionConfig(size=-1)
+    return calib, calib_cfg, verify, verify_cfg
+
+
+def _graph_spec(path: Path) -> GraphSpec:
+    inputs, outputs = graph_io(path)
+    return GraphSpec(path.name, sha256_file(path), path.stat().st_size, inputs, outputs)
+
+
+def _write_manifest(folder: Path, manifest: ExportManifest) -> None:
+    tmp = folder / f".{MANIFEST_NAME}.tmp"
+    tmp.write_text(manifest.to_json(), encoding="utf-8")
+    tmp.replace(folder / MANIFEST_NAME)
+
+
+def _replace_into_place(tmp: Path, out: Path) -> None:
+    backup = None
+    if out.exists():
+        backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+        backup.rmdir()
+        out.rename(backup)
+    try:
+        tmp.rename(out)
+    except BaseException:
+        if backup is not None:
+            backup.rename(out)
+        raise
+    if backup is not None:
+        shutil.rmtree(backup, ignore_errors=True)
+
+
+def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _m: None) -> ExportResult:
+    """Make the export folder ``config.out_dir``; see the module docstring."""
+    _check_destination(config)
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    loaded = load_checkpoint(config.checkpoint, device="cpu")
+    model = loaded.model
+    checkpoint_sha = sha256_file(config.checkpoint)
+    calib, calib_cfg, verify_clip, verify_cfg = _clips(config)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{config.out_dir.name}.tmp-", dir=config.out_dir.parent))
+    try:
+        manifest = _build(config, model, loaded.config.to_dict(), checkpoint_sha, calib, calib_cfg,
+                          verify_clip, verify_cfg, tmp, seconds, log)
+        _replace_into_place(tmp, config.out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    seconds["total"] = time.perf_counter() - start
+    return ExportResult(config.out_dir, manifest, seconds)
+
+
+def _timed(seconds: dict, key: str, fn, *args, **kwargs):
+    t0 = time.perf_counter()
+    out = fn(*args, **kwargs)
+    seconds[key] = round(time.perf_counter() - t0, 2)
+    return out
+
+
+def _build(config, model, model_config, checkpoint_sha, calib, calib_cfg, verify_clip, verify_cfg, tmp, seconds, log):
+    precision = config.precision
+    fp32_dir = tmp if precision == "fp32" else tmp / "_fp32"
+    fp32_dir.mkdir(exist_ok=True)
+    fp32 = {name: fp32_dir / GRAPH_FILES[name] for name in GRAPH_FILES}
+    final = {name: tmp / GRAPH_FILES[name] for name in GRAPH_FILES}
+
+    log(f"exporting the fp32 graphs (opset {config.opset}, traced at {config.trace.height}x{config.trace.width})")
+    key_model = _timed(seconds, "export_key_encoder", export_key_encoder, model, config.opset, config.trace)
+    save_model(key_model, fp32[KEY_ENCODER])
+    mask_model = _timed(seconds, "export_mask_autoencoder", export_mask_autoencoder, model, config.opset, config.trace)
+    save_model(mask_model, fp32[MASK_AUTOENCODER])
+    for path in fp32.values():
+        _checked(path)
+
+    trace = config.trace
+    shape = parity.ParityShape(batch=1, objects=trace.objects + 1, height=trace.height + 16, width=trace.width + 32)
+    verification: dict = {"verified": config.verify, "thresholds": {}}
+    if config.verify:
+        errors = _timed(seconds, "gate_fp32_graphs", parity.graph_parity, model, fp32[KEY_ENCODER], fp32[MASK_AUTOENCODER], shape)
+        limit = config.thresholds.fp32_max_rel_error
+        verification["thresholds"]["fp32_max_rel_error"] = limit
+        verification["fp32_graph_parity"] = {"shape": vars(shape), "rel_error": errors}
+        log("fp32 graphs vs PyTorch at " + f"{shape.batch}x{shape.objects}x{shape.height}x{shape.width}: "
+            + ", ".join(f"{k} {v:.2e}" for k, v in errors.items()))
+        bad = {k: v for k, v in errors.items() if not v < limit}
+        if bad:
+            raise ExportGateError(
+                "parity gate failed: fp32 graph outputs differ from PyTorch beyond the relative "
+                f"error {limit:.0e}: " + ", ".join(f"{k} {v:.3e}" for k, v in bad.items())
+            )
+    else:
+        verification["skipped"] = "--no-verify: the parity gate was not run; the graphs are unverified"
+
+    details: dict = {"key_encoder_float32": config.key_fp32_policy}
+    if precision != "fp32":
+        keep_key = key_encoder_fp32_nodes(key_model, config.key_fp32_policy)
+        keep_mask = mask_autoencoder_fp32_nodes(mask_model)
+        details["mask_autoencoder_float32"] = "coarse upsampling, others channel, soft aggregation"
+        log(f"recording graph inputs from {calib.source}")
+        key_feeds, mask_feeds = _timed(seconds, "calibration_inputs", record_graph_inputs, model, calib, calib_cfg)
+        details["calibration"] = {"source": calib.source, "key_encoder_feeds": len(key_feeds),
+                                  "mask_autoencoder_feeds": len(mask_feeds)}
+        jobs = ((KEY_ENCODER, keep_key, key_feeds), (MASK_AUTOENCODER, keep_mask, mask_feeds))
+        if precision == "fp16":
+            log(f"converting to fp16 with ModelOpt AutoCast (float32 kept: key encoder "
+                f"'{config.key_fp32_policy}', mask aggregation)")
+            for name, keep, feeds in jobs:
+                details[name] = _converted(seconds, f"fp16_{name}", convert_fp16, fp32[name], final[name], feeds, keep)
+        else:
+            log(f"quantizing to int8 with {config.int8_quantizer} ({len(key_feeds)}/{len(mask_feeds)} calibration feeds)")
+            for name, keep, feeds in jobs:
+                if name == KEY_ENCODER and config.key_fp32_policy == "all":
+                    shutil.copyfile(fp32[name], final[name])
+                    details[name] = {"tool": "none (kept float32)"}
+                    continue
+                details[name] = _converted(seconds, f"int8_{name}", quantize_int8, fp32[name], final[name], feeds, keep,
+                                           config.int8_quantizer)
+        for path in final.values():
+            _checked(path)
+
+    problems = [p for path in final.values() for p in check_tensorrt_compatibility(path)]
+    verification["tensorrt_operator_check"] = {"source": "onnx-tensorrt docs/operators.md (TensorRT 10.15)",
+                                               "problems": problems}
+    if problems:
+        raise ExportError("the graphs would not build with TensorRT: " + "; ".join(problems[:10]))
+
+    manifest = ExportManifest(
+        contract_version=CONTRACT_VERSION,
+        precision=precision,
+        opset=config.opset,
+        model_config=model_config,
+        graphs={name: _graph_spec(path) for name, path in final.items()},
+        source_checkpoint={"file": config.checkpoint.name, "sha256": checkpoint_sha},
+        tools=_versions(),
+        precision_details=details,
+        verification=verification,
+        created_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    )
+    _write_manifest(tmp, manifest)
+    if fp32_dir != tmp:
+        shutil.rmtree(fp32_dir)
+    if config.verify:
+        verification.update(_timed(seconds, "gate_pipelines", _verify_pipelines, config, model, fp32, final,
+                                   shape, verify_clip, verify_cfg, tmp, manifest, log))
+        verification["seconds"] = dict(seconds)
+        _pipeline_gate(config, verification)
+        _write_manifest(tmp, manifest)
+    return manifest
+
+
+def _converted(seconds: dict, key: str, fn, *args):
+    """Run a precision conversion; tool failures become an ExportError naming the step."""
+    try:
+        return _timed(seconds, key, fn, *args)
+    except PrecisionToolMissing:
+        raise
+    except Exception as exc:  # converters raise anything from onnx/ORT/ModelOpt internals
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ExportError(f"{key.replace('_', ' ', 1)} failed: {type(exc).__name__}: {first}") from exc
+
+
+def _checked(path: Path) -> None:
+    try:
+        check_graph(path)
+    except Exception as exc:  # onnx raises ValidationError / InferenceError / others
+        raise ExportError(f"{path.name} fails onnx.checker or shape inference: {exc}") from None
+
+
+def _verify_pipelines(config, model, fp32, final, shape, clip, session_config, tmp, manifest, log) -> dict:
+    out: dict = {}
+    if config.precision != "fp32":
+        out["graph_rel_error"] = parity.graph_parity(model, final[KEY_ENCODER], final[MASK_AUTOENCODER], shape)
+        images = _clip_images(clip, session_config)
+        session = parity.cpu_session(final[KEY_ENCODER])
+        key_out = [session.run(["f16"], feed)[0] for feed in images]
+        with torch.inference_mode():
+            key_ref = [model.encode_key(torch.from_numpy(feed["image"]))[0].numpy() for feed in images]
+        out["topk_sensitivity"] = parity.topk_sensitivity(key_ref, key_out, manifest.top_k)
+    log(f"comparing the PyTorch and ONNX Runtime pipelines on {clip.source}")
+    agreement = parity.pipeline_agreement(TorchBackend(model, "cpu", "fp32"), OrtBackend.from_export_dir(tmp, device="cpu"),
+                                          clip, session_config)
+    out["pipeline"] = {"clip": clip.source, **agreement.to_dict()}
+    jf = lambda v: "n/a" if v is None else f"{v:.4f}"  # noqa: E731
+    log(f"pipelines: mean IoU {agreement.mean_iou:.4f}, pixel agreement {agreement.pixel_agreement:.5f}, "
+        f"J&F torch {jf(agreement.jf_reference)} / onnxruntime {jf(agreement.jf_candidate)}")
+    return out
+
+
+def _clip_images(clip: Clip, session_config: SessionConfig) -> list[dict[str, np.ndarray]]:
+    """The clip's frames as the session feeds them to the key encoder: (1, 3, Hp, Wp)."""
+    h, w = clip.frames.shape[1:3]
+    geo = FrameGeometry.for_frame(h, w, session_config.size)
+    return [{"image": geo.prepare_image(f, torch.device("cpu")).numpy()} for f in clip.frames]
+
+
+def _pipeline_gate(config: ExportConfig, verification: dict) -> None:
+    agreement = verification["pipeline"]
+    if config.precision == "fp32":
+        return
+    limit = config.thresholds.min_iou(config.precision)
+    verification["thresholds"][f"{config.precision}_min_iou"] = limit
+    verification["thresholds"]["min_iou_measures"] = "mean IoU of the ONNX Runtime vs PyTorch pipeline masks"
+    if not agreement["mean_iou"] >= limit:
+        raise ExportGateError(
+            f"parity gate failed: {config.precision} pipeline masks agree with PyTorch at mean IoU "
+            f"{agreement['mean_iou']:.4f} < {limit} (pixel agreement {agreement['pixel_agreement']:.4f}, "
+            f"J&F torch {agreement['jf_reference']} vs onnxruntime {agreement['jf_candidate']}, "
+            f"clip: {agreement['clip']})"
+        )

@@ -1,0 +1,270 @@
+"""The contract between ``stmae-export`` and the runtime: ``manifest.json`` of an export folder.
+
+An export folder holds two ONNX graphs and a manifest::
+
+    key_encoder.onnx        image (B,3,H,W) -> f16 (B,C16,H/16,W/16), f8, f4
+    mask_autoencoder.onnx   image, f16, f8, f4, coarse (B,N,H/16,W/16) -> prob (B,N+1,H,W)
+    manifest.json           contract version, graph I/O, precision, hashes, parity numbers
+
+The runtime reads the manifest as JSON (it never imports the export package) and refuses
+an export whose contract version it does not know, or whose files do not match their
+sha256, with an :class:`ExportManifestError` that says what is wrong and what to do.
+The export package imports the constants and :class:`ExportManifest` from here, so the
+writer and the reader share one schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+# Bump when the graphs' I/O or the manifest's schema change incompatibly.
+CONTRACT_VERSION = 1
+SUPPORTED_CONTRACT_VERSIONS = frozenset({CONTRACT_VERSION})
+MANIFEST_FORMAT = "stmae-onnx-export"
+MANIFEST_NAME = "manifest.json"
+
+KEY_ENCODER = "key_encoder"
+MASK_AUTOENCODER = "mask_autoencoder"
+GRAPH_FILES = {KEY_ENCODER: "key_encoder.onnx", MASK_AUTOENCODER: "mask_autoencoder.onnx"}
+# Graph I/O names, in order.
+GRAPH_INPUTS = {KEY_ENCODER: ("image",), MASK_AUTOENCODER: ("image", "f16", "f8", "f4", "coarse")}
+GRAPH_OUTPUTS = {KEY_ENCODER: ("f16", "f8", "f4"), MASK_AUTOENCODER: ("prob",)}
+PRECISIONS = ("fp32", "fp16", "int8")
+_CHUNK = 1 << 20
+
+
+class ExportManifestError(ValueError):
+    """An export folder the runtime cannot use; the message says why and how to fix it."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output: name, element type ('float32', ...), shape with
+    ints for static axes and names (e.g. 'batch', '16*h16') for dynamic axes."""
+
+    name: str
+    dtype: str
+    shape: tuple[int | str, ...]
+
+    @property
+    def dynamic_axes(self) -> dict[int, str]:
+        return {i: d for i, d in enumerate(self.shape) if isinstance(d, str)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "dtype": self.dtype,
+            "shape": list(self.shape),
+            "dynamic_axes": {str(i): d for i, d in self.dynamic_axes.items()},
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], where: str) -> "TensorSpec":
+        try:
+            shape = tuple(d if isinstance(d, str) else int(d) for d in data["shape"])
+            return cls(name=str(data["name"]), dtype=str(data["dtype"]), shape=shape)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ExportManifestError(f"{where}: malformed tensor entry {data!r} ({exc})") from None
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One ONNX file of the export: its file name, sha256, size and I/O."""
+
+    file: str
+    sha256: str
+    size_bytes: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def output(self, name: str) -> TensorSpec:
+        for spec in self.outputs:
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "file": self.file,
+            "sha256": self.sha256,
+            "size_bytes": self.size_bytes,
+            "inputs": [t.to_dict() for t in self.inputs],
+            "outputs": [t.to_dict() for t in self.outputs],
+        }
+
+
+@dataclass(frozen=True)
+class ExportManifest:
+    """The parsed manifest.
+
+    precision: 'fp32', 'fp16' or 'int8' (decided in the graphs); opset: ONNX opset;
+    model_config: the STMAE ModelConfig as a dict (top_k is the readout's default);
+    graphs: {'key_encoder': GraphSpec, 'mask_autoencoder': GraphSpec};
+    source_checkpoint: {'file': name, 'sha256': hex}; tools: package versions used;
+    precision_details: how the precision was applied (kept-float32 nodes, calibration);
+    verification: {'verified': bool, parity numbers, thresholds, TensorRT op check}.
+    """
+
+    contract_version: int
+    precision: str
+    opset: int
+    model_config: dict[str, Any]
+    graphs: dict[str, GraphSpec]
+    source_checkpoint: dict[str, Any]
+    tools: dict[str, str]
+    precision_details: dict[str, Any] = field(default_factory=dict)
+    verification: dict[str, Any] = field(default_factory=dict)
+    created_utc: str = ""
+
+    @property
+    def verified(self) -> bool:
+        return bool(self.verification.get("verified", False))
+
+    @property
+    def top_k(self) -> int:
+        return int(self.model_config.get("top_k", 30))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": MANIFEST_FORMAT,
+            "contract_version": self.contract_version,
+            "created_utc": self.created_utc,
+            "precision": self.precision,
+            "opset": self.opset,
+            "model_config": dict(self.model_config),
+            "graphs": {k: g.to_dict() for k, g in self.graphs.items()},
+            "source_checkpoint": dict(self.source_checkpoint),
+            "tools": dict(self.tools),
+            "precision_details": self.precision_details,
+            "verification": self.verification,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def sha256_file(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(_CHUNK), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
+    """Validate a manifest dict (as read from JSON) and return an :class:`ExportManifest`."""
+    if not isinstance(data, dict):
+        raise ExportManifestError(f"{source}: expected a JSON object, got {type(data).__name__}")
+    if data.get("format") != MANIFEST_FORMAT:
+        raise ExportManifestError(
+            f"{source}: not an STMAE export manifest (format={data.get('format')!r}, "
+            f"expected {MANIFEST_FORMAT!r}); export the checkpoint with stmae-export"
+        )
+    version = data.get("contract_version")
+    if version not in SUPPORTED_CONTRACT_VERSIONS:
+        raise ExportManifestError(
+            f"{source}: export contract version {version!r} is not supported by this runtime "
+            f"(it knows {sorted(SUPPORTED_CONTRACT_VERSIONS)}); re-export the checkpoint with "
+            f"this toolkit's stmae-export, or install the toolkit version that wrote it"
+        )
+    precision = data.get("precision")
+    if precision not in PRECISIONS:
+        raise ExportManifestError(
+            f"{source}: unknown precision {precision!r}; expected one of {list(PRECISIONS)}"
+        )
+    graphs_raw = data.get("graphs")
+    if not isinstance(graphs_raw, dict) or set(graphs_raw) != set(GRAPH_FILES):
+        raise ExportManifestError(
+            f"{source}: 'graphs' must describe exactly {sorted(GRAPH_FILES)}, "
+            f"got {sorted(graphs_raw) if isinstance(graphs_raw, dict) else graphs_raw!r}"
+        )
+    graphs: dict[str, GraphSpec] = {}
+    for name, raw in graphs_raw.items():
+        where = f"{source}: graphs.{name}"
+        try:
+            spec = GraphSpec(
+                file=str(raw["file"]),
+                sha256=str(raw["sha256"]).lower(),
+                size_bytes=int(raw["size_bytes"]),
+                inputs=tuple(TensorSpec.from_dict(t, where) for t in raw["inputs"]),
+                outputs=tuple(TensorSpec.from_dict(t, where) for t in raw["outputs"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, ExportManifestError):
+                raise
+            raise ExportManifestError(f"{where}: missing or malformed field ({exc})") from None
+        if Path(spec.file).name != spec.file:
+            raise ExportManifestError(f"{where}: file {spec.file!r} must be a plain file name")
+        got_in = tuple(t.name for t in spec.inputs)
+        got_out = tuple(t.name for t in spec.outputs)
+        if got_in != GRAPH_INPUTS[name] or got_out != GRAPH_OUTPUTS[name]:
+            raise ExportManifestError(
+                f"{where}: I/O {got_in} -> {got_out} does not match contract version {version} "
+                f"({GRAPH_INPUTS[name]} -> {GRAPH_OUTPUTS[name]})"
+            )
+        graphs[name] = spec
+    try:
+        return ExportManifest(
+            contract_version=int(version),
+            precision=str(precision),
+            opset=int(data["opset"]),
+            model_config=dict(data["model_config"]),
+            graphs=graphs,
+            source_checkpoint=dict(data.get("source_checkpoint", {})),
+            tools={str(k): str(v) for k, v in dict(data.get("tools", {})).items()},
+            precision_details=dict(data.get("precision_details", {})),
+            verification=dict(data.get("verification", {})),
+            created_utc=str(data.get("created_utc", "")),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ExportManifestError(f"{source}: missing or malformed field ({exc})") from None
+
+
+def verify_files(manifest: ExportManifest, export_dir: str | Path) -> None:
+    """Check that every graph file exists and matches its size and sha256."""
+    export_dir = Path(export_dir)
+    for name, spec in manifest.graphs.items():
+        path = export_dir / spec.file
+        if not path.is_file():
+            raise ExportManifestError(
+                f"{path} is missing; the export folder is incomplete (re-run stmae-export)"
+            )
+        size = path.stat().st_size
+        digest = sha256_file(path) if size == spec.size_bytes else None
+        if digest != spec.sha256:
+            raise ExportManifestError(
+                f"{path} does not match the manifest ({name}: expected sha256 "
+                f"{spec.sha256[:16]}..., size {spec.size_bytes}; found "
+                f"{(digest or 'n/a')[:16]}..., size {size}): the file was modified or "
+                f"corrupted after export; re-run stmae-export"
+            )
+
+
+def load_manifest(export_dir: str | Path, verify_hashes: bool = True) -> ExportManifest:
+    """Read and validate ``export_dir/manifest.json``; by default also check the hashes."""
+    export_dir = Path(export_dir)
+    path = export_dir / MANIFEST_NAME
+    if not export_dir.is_dir():
+        raise ExportManifestError(
+            f"export folder {export_dir} does not exist; create one with "
+            f"'stmae-export CHECKPOINT --out {export_dir}'"
+        )
+    if not path.is_file():
+        raise ExportManifestError(
+            f"{export_dir} has no {MANIFEST_NAME}; it is not an stmae-export folder "
+            f"(or the export did not finish)"
+        )
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ExportManifestError(f"{path} is not readable JSON ({exc})") from None
+    manifest = parse_manifest(data, source=str(path))
+    if verify_hashes:
+        verify_files(manifest, export_dir)
+    return manifest
+
