@@ -1,0 +1,223 @@
+"""The demo pipeline: checkpoint -> cached ONNX export -> ONNX Runtime session over a clip
+-> masks, overlay video, contact sheet, report (J&F against the clip's exact masks)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from runtime.backends.factory import create_backend
+from runtime.bench.stats import StageTimer
+from runtime.config import SessionConfig
+from runtime.export_manifest import ExportManifestError, load_manifest, sha256_file
+from runtime.frames import open_frames
+from runtime.mask_io import read_mask, write_mask
+from runtime.metrics import evaluate_objects
+from runtime.overlay import OverlayWriter
+from runtime.session import VideoSession
+from stmae import generate_clip
+
+from ..config import ExportConfig
+from ..exporter import run_export
+from .contact_sheet import contact_sheet
+
+# The trained small checkpoint shipped in the repository's weights/ folder.
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+DEFAULT_WEIGHTS = "stmae_small_davis240.pth"
+
+
+def default_checkpoint() -> Path:
+    path = WEIGHTS_DIR / DEFAULT_WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"the trained checkpoint {path} is not there (it ships in the repository's weights/ "
+            f"folder; from an installed copy without it, pass --checkpoint FILE)"
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """out_dir: where everything goes; checkpoint: None = the shipped trained weights;
+    input/mask: real frames (folder or video) and the first mask, or None for the synthetic
+    clip (``frames`` frames, shorter side ``size``, 16:9, ``objects`` objects crossing, one
+    occluded for a while); backend: 'onnxruntime' (exports, cached) or 'torch';
+    precision: the export's precision; device: 'cpu' or 'cuda'."""
+
+    out_dir: Path
+    checkpoint: Path | None = None
+    input: Path | None = None
+    mask: Path | None = None
+    frames: int = 72
+    size: int = 240
+    objects: int = 3
+    seed: int = 7
+    backend: str = "onnxruntime"
+    precision: str = "fp32"
+    device: str = "cpu"
+    session: SessionConfig = field(default_factory=SessionConfig)
+
+    def __post_init__(self) -> None:
+        if (self.input is None) != (self.mask is None):
+            raise ValueError("--input and --mask go together: real frames need their first mask")
+        if self.frames < 3:
+            raise ValueError(f"frames must be >= 3, got {self.frames}")
+        if self.size < 32:
+            raise ValueError(f"size must be >= 32, got {self.size}")
+        if not 2 <= self.objects <= 8:
+            raise ValueError(f"objects must be in 2..8 (the demo shows objects crossing), got {self.objects}")
+        if self.backend not in ("onnxruntime", "torch"):
+            raise ValueError(f"backend must be onnxruntime or torch, got {self.backend!r}")
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+    os.replace(tmp, path)
+
+
+def cached_export(checkpoint: Path, export_dir: Path, precision: str, log: Callable[[str], None]) -> tuple[bool, float]:
+    """Export unless ``export_dir`` already holds a valid export of this very checkpoint
+    at this precision. Returns (reused, seconds)."""
+    start = time.perf_counter()
+    sha = sha256_file(checkpoint)
+    if (export_dir / "manifest.json").is_file():
+        try:
+            manifest = load_manifest(export_dir)
+            if manifest.source_checkpoint.get("sha256") == sha and manifest.precision == precision:
+                return True, time.perf_counter() - start
+            log("cached export is of another checkpoint or precision: exporting again")
+        except ExportManifestError as exc:
+            log(f"cached export is not usable ({exc}): exporting again")
+    run_export(ExportConfig(checkpoint=checkpoint, out_dir=export_dir, precision=precision, overwrite=True), log=log)
+    return False, time.perf_counter() - start
+
+
+def _load_clip(config: DemoConfig) -> tuple[list[np.ndarray], list[np.ndarray] | None, np.ndarray, list[str], float]:
+    """-> (frames RGB, ground-truth masks or None, first mask, frame names, fps)."""
+    if config.input is None:
+        width = int(round(config.size * 16 / 9))
+        clip = generate_clip(frames=config.frames, height=config.size, width=width, objects=config.objects, seed=config.seed)
+        names = [f"{i:05d}" for i in range(config.frames)]
+        return list(clip.frames), list(clip.masks), clip.masks[0], names, 24.0
+    source = open_frames(config.input)
+    frames, names = [], []
+    for name, frame in source:
+        frames.append(frame)
+        names.append(name)
+    first = read_mask(config.mask)[0]
+    fps = getattr(source, "fps", 24.0) or 24.0
+    return frames, None, first, names, float(fps)
+
+
+def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None) -> dict:
+    """Run the demo; returns the report dict (also written as report.json / report.md)."""
+    wall = time.perf_counter()
+    out = config.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint = Path(config.checkpoint) if config.checkpoint else default_checkpoint()
+    frames, truth, first_mask, names, fps = _load_clip(config)
+
+    export_seconds, reused = 0.0, None
+    if config.backend == "onnxruntime":
+        export_dir = out / f"export_{config.precision}"
+        log(f"exporting {checkpoint.name} to ONNX ({config.precision}) ...")
+        reused, export_seconds = cached_export(checkpoint, export_dir, config.precision, log)
+        backend = create_backend("onnxruntime", export_dir=export_dir, device=config.device)
+    else:
+        backend = create_backend("torch", checkpoint=checkpoint, device=config.device)
+
+    masks_dir = out / "masks"
+    masks_dir.mkdir(exist_ok=True)
+    timer = StageTimer(backend.device)
+    session = VideoSession(backend, SessionConfig(**{**asdict(config.session), "size": config.size}), timer=timer)
+    predictions, frame_seconds = [], []
+    h, w = frames[0].shape[:2]
+    with OverlayWriter(out / "overlay.mp4", fps, (h, w)) as overlay:
+        for i, (frame, name) in enumerate(zip(frames, names)):
+            timer.begin_frame()
+            start = time.perf_counter()
+            labels = session.step(frame, first_mask if i == 0 else None).labels
+            with timer.stage("encode"):
+                write_mask(masks_dir / f"{name}.png", labels)
+            frame_seconds.append(time.perf_counter() - start)
+            overlay.add(frame, labels)
+            predictions.append(labels)
+            if progress:
+                progress(i + 1, len(frames))
+    shown = contact_sheet(frames, predictions, out / "contact_sheet.png")
+
+    scores = None
+    if truth is not None:
+        objs = evaluate_objects(predictions, truth)
+        scores = {
+            "J&F": float(np.mean([o.JF for o in objs])),
+            "J": float(np.mean([o.J for o in objs])),
+            "F": float(np.mean([o.F for o in objs])),
+            "per_object": {str(o.label): {"J": o.J, "F": o.F} for o in objs},
+        }
+    measured = frame_seconds[1:]  # frame 0 only encodes its key
+    stages = timer.per_frame_summary(skip=1)
+    report = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": sha256_file(checkpoint),
+        "backend": backend.name,
+        "precision": getattr(backend, "precision", config.precision),
+        "device": str(backend.device),
+        "input": str(config.input) if config.input else f"synthetic clip (seed {config.seed}, {config.objects} objects)",
+        "frames": len(frames),
+        "frame_size": [h, w],
+        "processed_shorter_side": config.size,
+        "objects": len(session.object_labels),
+        "export": None if reused is None else {"reused_cache": reused, "seconds": round(export_seconds, 2)},
+        "fps_end_to_end": len(measured) / sum(measured),
+        "stages_ms": stages,
+        "stage_fps": {name: 1e3 / st["mean"] for name, st in stages.items()},
+        "scores": scores,
+        "contact_sheet_frames": shown,
+        "files": {
+            "masks": str(masks_dir),
+            "overlay": str(out / "overlay.mp4"),
+            "contact_sheet": str(out / "contact_sheet.png"),
+            "report_md": str(out / "report.md"),
+            "report_json": str(out / "report.json"),
+        },
+        "wall_seconds": round(time.perf_counter() - wall, 2),
+    }
+    _atomic_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    _atomic_text(out / "report.md", markdown(report))
+    return report
+
+
+def summary_lines(report: dict) -> list[str]:
+    s = report["scores"]
+    score = "J&F n/a (no ground truth for this input)" if s is None else f"J&F {s['J&F']:.4f}  J {s['J']:.4f}  F {s['F']:.4f}"
+    export = report["export"]
+    exp = "" if export is None else (" (export reused from cache)" if export["reused_cache"] else f" (exported in {export['seconds']:.1f} s)")
+    return [
+        f"{report['frames']} frames, {report['objects']} objects, {report['frame_size'][1]}x{report['frame_size'][0]}: {score}",
+        f"{report['backend']} {report['precision']} on {report['device']}{exp}: {report['fps_end_to_end']:.1f} frames/s end to end",
+        f"wall time {report['wall_seconds']:.1f} s; contact sheet: {report['files']['contact_sheet']}",
+    ]
+
+
+def markdown(report: dict) -> str:
+    rows = "\n".join(
+        f"| {stage} | {st['p50']:.2f} | {st['p90']:.2f} | {st['mean']:.2f} | {report['stage_fps'][stage]:.1f} |"
+        for stage, st in report["stages_ms"].items()
+    )
+    return "\n".join([
+        "# stmae-demo report", "",
+        *[f"- {line}" for line in summary_lines(report)], "",
+        f"Checkpoint: `{report['checkpoint']}` (sha256 {report['checkpoint_sha256'][:16]}...)", "",
+        "| stage | p50 ms | p90 ms | mean ms | frames/s |", "|---|---|---|---|---|", rows, "",
+        "![contact sheet](contact_sheet.png)", "",
+    ])
