@@ -1,0 +1,155 @@
+"""``stmae-train`` / ``python -m train`` / ``torchrun --nproc_per_node=N -m train``.
+
+Exits non-zero with one message line on bad input (no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from stmae.checkpoint import CheckpointError
+
+from .config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig, ValidationConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stmae-train",
+        description="One-shot (cycle) training of STMAE on first-frame masks. Run under "
+        "torchrun for several processes (NCCL on GPUs, gloo on CPUs).",
+    )
+    p.add_argument("--config", help="a JSON TrainConfig (as written to <output>/train_config.json); "
+                   "the flags below override it")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", help="preset of a fresh network: published (default) or small")
+    g.add_argument("--init-checkpoint", help="start from these weights (fine-tuning)")
+    g = p.add_argument_group("data")
+    g.add_argument("--davis", action="append", help="a DAVIS-layout root (repeatable)")
+    g.add_argument("--davis-resolution", help="DAVIS resolution folder (default 480p)")
+    g.add_argument("--youtube", action="append", help="a YouTube-VOS-layout root (repeatable)")
+    g.add_argument("--sequences", nargs="+", help="train only on these videos")
+    g.add_argument("--exclude", nargs="+", help="never train on these videos (held out)")
+    g.add_argument("--repeats", type=int, help="times each real video appears per epoch")
+    g.add_argument("--synthetic-clips", type=int, help="synthetic clips per epoch")
+    g.add_argument("--frames", type=int, help="frames per clip T (default 8)")
+    g.add_argument("--max-objects", type=int, help="objects per clip (default 3)")
+    g.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="crop size (default 384 384)")
+    g.add_argument("--gap-start", type=int, help="largest frame gap at the start (default 5)")
+    g.add_argument("--gap-end", type=int, help="largest frame gap at the end (default 25)")
+    g.add_argument("--num-workers", type=int, help="DataLoader workers (default 0)")
+    g = p.add_argument_group("optimization")
+    g.add_argument("--batch-size", type=int, help="clips per process and step (default 4)")
+    g.add_argument("--refs", type=int, dest="num_refs", help="reference frames R (default 3)")
+    g.add_argument("--lr", type=float, help="base learning rate at --base-batch (default 2e-5 at 32)")
+    g.add_argument("--base-batch", type=int, help="global batch at which --lr applies (default 32)")
+    g.add_argument("--weight-decay", type=float)
+    g.add_argument("--grad-clip", type=float, help="max gradient norm (0: off)")
+    g.add_argument("--steps", type=int, help="optimizer steps (default 150000)")
+    g.add_argument("--warmup", type=int, help="warm-up steps")
+    g.add_argument("--decay-at", type=int, nargs="+", help="steps after which lr *= 0.1")
+    g.add_argument("--max-minutes", type=float, help="stop (and save) after this much time")
+    g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int)
+    g.add_argument("--output", help="run folder: checkpoints, CSV, TensorBoard")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints")
+    g.add_argument("--checkpoint-minutes", type=float, help="minutes between checkpoints")
+    g.add_argument("--log-every", type=int)
+    g.add_argument("--resume", help="a training checkpoint, or 'auto' for <output>/checkpoints/last.pth")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g = p.add_argument_group("validation (J&F through the runtime)")
+    g.add_argument("--val-root", help="DAVIS-layout root of the validation videos")
+    g.add_argument("--val-resolution")
+    g.add_argument("--val-sequences", nargs="+")
+    g.add_argument("--val-every", type=int, help="steps between validations (0: off)")
+    g.add_argument("--val-max-frames", type=int, help="frames scored per video (0: all)")
+    g.add_argument("--val-size", type=int, help="runtime working size (shorter side; -1: as is; default 480)")
+    return p
+
+
+def _set(section: dict[str, Any], key: str, value: Any) -> None:
+    if value is not None:
+        section[key] = value
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base: dict[str, Any] = {}
+    if args.config:
+        base = json.loads(Path(args.config).read_text())
+    data = dict(base.get("data", {}))
+    for key, value in [
+        ("davis_roots", args.davis), ("davis_resolution", args.davis_resolution),
+        ("youtube_roots", args.youtube), ("sequences", args.sequences),
+        ("exclude_sequences", args.exclude), ("repeats", args.repeats),
+        ("synthetic_clips", args.synthetic_clips), ("num_frames", args.frames),
+        ("max_objects", args.max_objects), ("crop_size", args.crop),
+        ("gap_start", args.gap_start), ("gap_end", args.gap_end),
+        ("num_workers", args.num_workers),
+    ]:
+        _set(data, key, value)
+    optim = dict(base.get("optim", {}))
+    for key, value in [("base_lr", args.lr), ("base_batch", args.base_batch),
+                       ("weight_decay", args.weight_decay), ("grad_clip", args.grad_clip)]:
+        _set(optim, key, value)
+    schedule = dict(base.get("schedule", {}))
+    for key, value in [("steps", args.steps), ("warmup_steps", args.warmup),
+                       ("decay_at", args.decay_at), ("max_minutes", args.max_minutes)]:
+        _set(schedule, key, value)
+    if args.steps is not None and args.decay_at is None and "decay_at" not in schedule:
+        schedule["decay_at"] = (int(args.steps * 5 / 6),)  # the published 125k of 150k
+    validation = dict(base.get("validation", {}))
+    for key, value in [("root", args.val_root), ("resolution", args.val_resolution),
+                       ("sequences", args.val_sequences), ("every_steps", args.val_every),
+                       ("max_frames", args.val_max_frames), ("size", args.val_size)]:
+        _set(validation, key, value)
+    top = {k: v for k, v in base.items() if k not in ("data", "optim", "schedule", "validation")}
+    for key, value in [
+        ("model", args.model), ("init_checkpoint", args.init_checkpoint),
+        ("batch_size", args.batch_size), ("num_refs", args.num_refs), ("seed", args.seed),
+        ("output_dir", args.output), ("device", args.device), ("precision", args.precision),
+        ("checkpoint_every", args.checkpoint_every),
+        ("checkpoint_minutes", args.checkpoint_minutes), ("log_every", args.log_every),
+    ]:
+        _set(top, key, value)
+    return TrainConfig(
+        data=DataConfig(**data), optim=OptimConfig(**optim), schedule=ScheduleConfig(**schedule),
+        validation=ValidationConfig(**validation), **top,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        from .loop import checkpoint_path, train
+
+        resume = args.resume
+        if resume == "auto":
+            auto = checkpoint_path(cfg)
+            resume = str(auto) if auto.is_file() else None
+        validate = None
+        if cfg.validation.enabled:
+            from .validation import make_validator
+
+            validate = make_validator(cfg.validation)
+        result = train(cfg, resume=resume, validate=validate, progress_bar=not args.no_progress)
+    except (ValueError, CheckpointError, FileNotFoundError, json.JSONDecodeError, TypeError) as exc:
+        print(f"stmae-train: error: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("stmae-train: interrupted", file=sys.stderr)
+        return 130
+    if result.checkpoint is not None:
+        state = "stopped early (time budget)" if result.stopped_early else "finished"
+        print(f"stmae-train: {state} at step {result.steps}, loss {result.last_loss:.4f}, "
+              f"{result.seconds / 60:.1f} min; checkpoint {result.checkpoint}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

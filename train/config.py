@@ -1,0 +1,264 @@
+"""Training configuration: frozen dataclasses that validate themselves.
+
+Each component gets only its own section: the data pipeline a :class:`DataConfig`, the
+optimizer an :class:`OptimConfig`, the learning-rate schedule and run length a
+:class:`ScheduleConfig`, validation a :class:`ValidationConfig`. Defaults are the
+published settings (8 frames, 3 references, 384 crops, AdamW 2e-5 at batch 32 with linear
+scaling, weight decay 0.05, step decay x0.1, mixed precision on GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from stmae.config import PRESETS
+
+
+def _positive_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def _non_negative_int(name: str, value: Any) -> None:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What clips to train on and how to augment them.
+
+    davis_roots: DAVIS-layout folders (JPEGImages/<res>/<seq>, Annotations/<res>/<seq>);
+    davis_resolution: the <res> sub-folder ('480p', '240p', ...);
+    youtube_roots: YouTube-VOS-layout folders (JPEGImages/<vid>, Annotations/<vid>);
+    sequences: train only on these videos (empty: every video found);
+    exclude_sequences: never train on these videos (held-out validation videos);
+    repeats: how many times each real video appears per epoch;
+    synthetic_clips: synthetic clips mixed into each epoch (new clips every epoch);
+    num_frames: T, frames per clip (the first is the annotated frame);
+    max_objects: at most this many objects of frame 0's mask per clip;
+    crop_size: (height, width) of the training crops, multiples of 16;
+    crop_scale: area range of the random resized crop;
+    hflip: random horizontal flip (per clip);
+    affine_degrees, affine_shear: per-frame random affine (degrees);
+    color_jitter: per-clip brightness/contrast/saturation jitter strength;
+    gap_start, gap_end: the largest gap between consecutive clip frames, growing linearly
+    from gap_start at the first epoch to gap_end at the last;
+    num_workers: DataLoader worker processes (0: load in the training process).
+    """
+
+    davis_roots: tuple[str, ...] = ()
+    davis_resolution: str = "480p"
+    youtube_roots: tuple[str, ...] = ()
+    sequences: tuple[str, ...] = ()
+    exclude_sequences: tuple[str, ...] = ()
+    repeats: int = 1
+    synthetic_clips: int = 0
+    num_frames: int = 8
+    max_objects: int = 3
+    crop_size: tuple[int, int] = (384, 384)
+    crop_scale: tuple[float, float] = (0.36, 1.0)
+    hflip: bool = True
+    affine_degrees: float = 15.0
+    affine_shear: float = 10.0
+    color_jitter: float = 0.1
+    gap_start: int = 5
+    gap_end: int = 25
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "davis_roots", tuple(str(p) for p in self.davis_roots))
+        object.__setattr__(self, "youtube_roots", tuple(str(p) for p in self.youtube_roots))
+        object.__setattr__(self, "sequences", tuple(self.sequences))
+        object.__setattr__(self, "exclude_sequences", tuple(self.exclude_sequences))
+        object.__setattr__(self, "crop_size", tuple(self.crop_size))
+        object.__setattr__(self, "crop_scale", tuple(float(s) for s in self.crop_scale))
+        if not (self.davis_roots or self.youtube_roots or self.synthetic_clips):
+            raise ValueError(
+                "no training data: give DAVIS roots, YouTube-VOS roots or synthetic_clips > 0"
+            )
+        _positive_int("repeats", self.repeats)
+        _non_negative_int("synthetic_clips", self.synthetic_clips)
+        _non_negative_int("num_workers", self.num_workers)
+        if not isinstance(self.num_frames, int) or self.num_frames < 2:
+            raise ValueError(f"num_frames must be an integer >= 2, got {self.num_frames!r}")
+        _positive_int("max_objects", self.max_objects)
+        if len(self.crop_size) != 2 or any(
+            not isinstance(s, int) or s <= 0 or s % 16 for s in self.crop_size
+        ):
+            raise ValueError(
+                f"crop_size must be (height, width), positive multiples of 16, got {self.crop_size}"
+            )
+        lo, hi = self.crop_scale if len(self.crop_scale) == 2 else (-1.0, -1.0)
+        if not 0 < lo <= hi <= 1:
+            raise ValueError(f"crop_scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.crop_scale}")
+        if self.affine_degrees < 0 or self.affine_shear < 0 or self.color_jitter < 0:
+            raise ValueError("affine_degrees, affine_shear and color_jitter must be >= 0")
+        _positive_int("gap_start", self.gap_start)
+        _positive_int("gap_end", self.gap_end)
+        if self.gap_end < self.gap_start:
+            raise ValueError(f"gap_end ({self.gap_end}) must be >= gap_start ({self.gap_start})")
+        overlap = sorted(set(self.sequences) & set(self.exclude_sequences))
+        if overlap:
+            raise ValueError(f"sequences {overlap} are both selected and excluded")
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with the learning rate scaled linearly with the global batch:
+    lr = base_lr * global_batch / base_batch. grad_clip: max gradient norm (0: off)."""
+
+    base_lr: float = 2e-5
+    base_batch: int = 32
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
+        if not self.base_lr > 0:
+            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
+        _positive_int("base_batch", self.base_batch)
+        if self.weight_decay < 0:
+            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
+        if self.grad_clip < 0:
+            raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip}")
+
+    def lr_for(self, global_batch: int) -> float:
+        return self.base_lr * global_batch / self.base_batch
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Run length and learning-rate schedule.
+
+    steps: optimizer steps in the run; warmup_steps: linear warm-up from 0;
+    decay_at: steps after which the lr is multiplied by decay_factor (step decay);
+    max_minutes: stop early (saving a checkpoint) after this much wall time (0: no limit).
+    """
+
+    steps: int = 150_000
+    warmup_steps: int = 0
+    decay_at: tuple[int, ...] = (125_000,)
+    decay_factor: float = 0.1
+    max_minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "decay_at", tuple(int(s) for s in self.decay_at))
+        _positive_int("steps", self.steps)
+        _non_negative_int("warmup_steps", self.warmup_steps)
+        if list(self.decay_at) != sorted(self.decay_at) or any(s <= 0 for s in self.decay_at):
+            raise ValueError(f"decay_at must be increasing positive steps, got {self.decay_at}")
+        if not 0 < self.decay_factor <= 1:
+            raise ValueError(f"decay_factor must be in (0, 1], got {self.decay_factor}")
+        if self.max_minutes < 0:
+            raise ValueError(f"max_minutes must be >= 0 (0: no limit), got {self.max_minutes}")
+
+
+@dataclass(frozen=True)
+class ValidationConfig:
+    """J&F on named sequences through the runtime, every ``every_steps`` steps (0: off).
+
+    root: DAVIS-layout folder; resolution: its <res> sub-folder; sequences: the videos;
+    max_frames: score at most this many frames per video (0: all; else at least 3);
+    size: the runtime session's working size (shorter side in pixels; -1: frames as they
+    are, e.g. to score at the training resolution)."""
+
+    root: str = ""
+    resolution: str = "480p"
+    sequences: tuple[str, ...] = ()
+    every_steps: int = 0
+    max_frames: int = 0
+    size: int = 480
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", str(self.root))
+        object.__setattr__(self, "sequences", tuple(self.sequences))
+        _non_negative_int("every_steps", self.every_steps)
+        _non_negative_int("max_frames", self.max_frames)
+        if 0 < self.max_frames < 3:
+            raise ValueError(f"max_frames must be 0 (all) or >= 3, got {self.max_frames}")
+        if not isinstance(self.size, int) or not (self.size == -1 or self.size >= 16):
+            raise ValueError(f"validation size must be -1 or >= 16 pixels, got {self.size!r}")
+        if self.every_steps and not (self.root and self.sequences):
+            raise ValueError("validation every_steps > 0 needs a root and sequences")
+
+    @property
+    def enabled(self) -> bool:
+        return self.every_steps > 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A whole training run.
+
+    model: preset name of a fresh network ('published', 'small'); init_checkpoint: start
+    from these weights instead (fine-tuning; its config wins over ``model``);
+    batch_size: clips per process and step; num_refs: R, reference frames of the backward
+    step; seed: everything random is a function of it (and of the rank);
+    output_dir: checkpoints, CSV and TensorBoard logs; device: 'auto', 'cpu', 'cuda';
+    precision: 'auto' (fp16 autocast + GradScaler on CUDA, fp32 on CPU), 'fp32', 'fp16',
+    'bf16'; checkpoint_every: steps between checkpoints (0: only at the end);
+    checkpoint_minutes: also checkpoint after this many minutes since the last one (0: off);
+    log_every: steps between log rows.
+    """
+
+    data: DataConfig
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    model: str = "published"
+    init_checkpoint: str = ""
+    batch_size: int = 4
+    num_refs: int = 3
+    seed: int = 0
+    output_dir: str = "runs/train"
+    device: str = "auto"
+    precision: str = "auto"
+    checkpoint_every: int = 1000
+    checkpoint_minutes: float = 0.0
+    log_every: int = 10
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "output_dir", str(self.output_dir))
+        object.__setattr__(self, "init_checkpoint", str(self.init_checkpoint))
+        if self.model not in PRESETS:
+            raise ValueError(f"unknown model preset {self.model!r}; choose one of {sorted(PRESETS)}")
+        _positive_int("batch_size", self.batch_size)
+        _positive_int("num_refs", self.num_refs)
+        _non_negative_int("seed", self.seed)
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if self.precision not in ("auto", "fp32", "fp16", "bf16"):
+            raise ValueError(
+                f"precision must be 'auto', 'fp32', 'fp16' or 'bf16', got {self.precision!r}"
+            )
+        _non_negative_int("checkpoint_every", self.checkpoint_every)
+        if self.checkpoint_minutes < 0:
+            raise ValueError("checkpoint_minutes must be >= 0 (0: off)")
+        _positive_int("log_every", self.log_every)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "TrainConfig":
+        sections = {"data": DataConfig, "optim": OptimConfig, "schedule": ScheduleConfig,
+                    "validation": ValidationConfig}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training config fields {unknown}")
+        kwargs = dict(data)
+        for name, section in sections.items():
+            if name in kwargs:
+                sub = dict(kwargs[name])
+                sub_known = {f.name for f in fields(section)}
+                bad = sorted(set(sub) - sub_known)
+                if bad:
+                    raise ValueError(f"unknown fields {bad} in the {name!r} section")
+                kwargs[name] = section(**sub)
+        return cls(**kwargs)

@@ -1,0 +1,134 @@
+"""Training checkpoints: everything needed to resume exactly, written atomically.
+
+The file is a toolkit checkpoint in the published format (``network`` = the STMAE state
+dict, ``config`` = its ModelConfig) plus ``optimizer``, ``scheduler``, ``scaler``, ``it``
+(optimizer steps done), ``epoch``, ``position`` (batches of ``epoch`` consumed), ``rng``
+(the torch / CUDA / numpy / python RNG states of every rank) and ``train_config``.
+``stmae-export`` and ``stmae-segment`` read it directly (the extra entries are ignored).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from stmae.checkpoint import CheckpointError, read_checkpoint_file, save_checkpoint
+from stmae.network import STMAE
+
+
+@dataclass
+class Progress:
+    """Where a run is: ``step`` optimizer steps done; ``epoch`` the current epoch;
+    ``position`` batches of that epoch already consumed (by every rank)."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0
+
+
+def capture_rng() -> dict[str, Any]:
+    """This process's RNG states as tensors and plain Python values (weights_only-safe)."""
+    np_state = np.random.get_state(legacy=False)
+    version, internal, gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy_key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+        "numpy_pos": int(np_state["state"]["pos"]),
+        "numpy_has_gauss": int(np_state["has_gauss"]),
+        "numpy_gauss": float(np_state["gauss"]),
+        "python": (version, list(internal), gauss),
+    }
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state({
+        "bit_generator": "MT19937",
+        "state": {"key": state["numpy_key"].numpy().astype(np.uint32), "pos": state["numpy_pos"]},
+        "has_gauss": state["numpy_has_gauss"],
+        "gauss": state["numpy_gauss"],
+    })
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_training_checkpoint(
+    path: str | Path,
+    net: STMAE,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    scaler: torch.amp.GradScaler,
+    progress: Progress,
+    rng_by_rank: list[dict[str, Any]],
+    train_config: dict[str, Any],
+) -> None:
+    """Write the full training state atomically (temp file + rename)."""
+    save_checkpoint(path, net, extra={
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "it": progress.step,
+        "epoch": progress.epoch,
+        "position": progress.position,
+        "rng": rng_by_rank,
+        "train_config": train_config,
+    })
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """A training checkpoint read back: the network state dict, the rest as saved."""
+
+    network: dict[str, torch.Tensor]
+    config: dict[str, Any]
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    scaler: dict[str, Any]
+    progress: Progress
+    rng_by_rank: list[dict[str, Any]]
+    train_config: dict[str, Any]
+
+
+def load_training_checkpoint(path: str | Path) -> TrainingState:
+    """Read a checkpoint written by :func:`save_training_checkpoint` (weights_only)."""
+    obj = read_checkpoint_file(path)
+    needed = ["network", "config", "optimizer", "scheduler", "scaler", "it", "epoch",
+              "position", "rng", "train_config"]
+    missing = [k for k in needed if k not in obj]
+    if missing:
+        raise CheckpointError(
+            f"{path} cannot resume a run: it lacks {missing} (it is a model-only checkpoint; "
+            "use it as --init-checkpoint to fine-tune instead)"
+        )
+    return TrainingState(
+        network=obj["network"], config=obj["config"], optimizer=obj["optimizer"],
+        scheduler=obj["scheduler"], scaler=obj["scaler"],
+        progress=Progress(int(obj["it"]), int(obj["epoch"]), int(obj["position"])),
+        rng_by_rank=list(obj["rng"]), train_config=obj["train_config"],
+    )
+
+
+def export_model_only(
+    source: str | Path,
+    target: str | Path,
+    extra: dict[str, Any] | None = None,
+    storage_dtype: torch.dtype = torch.float32,
+) -> None:
+    """Write the network of a training checkpoint as a model-only toolkit checkpoint
+    (``network`` + ``config`` + ``extra``), e.g. for ``weights/``. ``storage_dtype``
+    float16 halves the file; :func:`stmae.load_checkpoint` reads it back into a float32
+    network (the function is then that of the float16-rounded weights)."""
+    from stmae.checkpoint import load_checkpoint
+
+    if storage_dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"storage_dtype must be float32, float16 or bfloat16, got {storage_dtype}")
+    loaded = load_checkpoint(source, device="cpu")
+    save_checkpoint(target, loaded.model.to(storage_dtype), extra=extra)
