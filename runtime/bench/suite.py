@@ -83,7 +83,8 @@ def _model_and_checkpoint(spec: SuiteSpec, workdir: Path) -> tuple[STMAE, str]:
 
 
 def _run_name(run: RunSpec, backend) -> str:
-    return f"{run.backend} {getattr(backend, 'precision', run.precision)}"
+    name = f"{run.backend} {getattr(backend, 'precision', run.precision)}"
+    return name if run.export_dir is None else f"{name} ({Path(run.export_dir).name})"
 
 
 def run_suite(spec: SuiteSpec, command: str, progress=print) -> dict:

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The CPU report of benchmarks/README.md: the published architecture (the contract's
+# deterministic weights) at 480x854 on real DAVIS frames, eager baseline vs ONNX Runtime
+# fp32 and INT8, one object, 30 frames. Usage: benchmarks/cpu_report.sh [OUT_DIR]
+set -euo pipefail
+out=${1:-runs/bench-cpu}
+data=${STMAE_SHARED_DIR:-../shared}/data/DAVIS2016
+mkdir -p "$out"
+python - "$out/published_rule_weights.pth" <<'PY'
+import sys
+from stmae import STMAE, save_checkpoint
+from stmae.reference_weights import reference_weights_for
+model = STMAE()
+model.load_state_dict(reference_weights_for(model))
+save_checkpoint(sys.argv[1], model)
+PY
+ckpt="$out/published_rule_weights.pth"
+verify=(--verify-frames "$data/JPEGImages/480p/tennis" --verify-masks "$data/Annotations/480p/tennis" --work-size 240)
+stmae-export "$ckpt" --out "$out/export_fp32" --precision fp32 --overwrite "${verify[@]}"
+# INT8 with ONNX Runtime's QDQ quantizer (Q/DQ on Conv outputs too, so its CPU provider fuses
+# QLinearConv) and with ModelOpt's (the TensorRT-oriented layout; no CPU speed-up).
+stmae-export "$ckpt" --out "$out/export_int8_ort" --precision int8 --int8-quantizer onnxruntime \
+  --overwrite --calibration "$data/JPEGImages/480p/boat" "${verify[@]}"
+stmae-export "$ckpt" --out "$out/export_int8" --precision int8 --overwrite \
+  --calibration "$data/JPEGImages/480p/boat" "${verify[@]}"
+stmae-bench --checkpoint "$ckpt" --input "$data/JPEGImages/480p/bear" \
+  --mask "$data/Annotations/480p/bear/00000.png" --frames 30 --sizes 480 \
+  --run "onnxruntime:$out/export_fp32" --run "onnxruntime:$out/export_int8" \
+  --run "onnxruntime:$out/export_int8_ort" --out "$out/report"
