@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -14,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 from runtime.backends.factory import create_backend
+from runtime.bench.report import atomic_write_text
 from runtime.bench.stats import StageTimer
 from runtime.config import SessionConfig
 from runtime.export_manifest import ExportManifestError, load_manifest, sha256_file
@@ -75,13 +74,6 @@ class DemoConfig:
             raise ValueError(f"objects must be in 2..8 (the demo shows objects crossing), got {self.objects}")
         if self.backend not in ("onnxruntime", "torch"):
             raise ValueError(f"backend must be onnxruntime or torch, got {self.backend!r}")
-
-
-def _atomic_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
 
 
 def cached_export(checkpoint: Path, export_dir: Path, precision: str, log: Callable[[str], None]) -> tuple[bool, float]:
@@ -192,8 +184,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
         },
         "wall_seconds": round(time.perf_counter() - wall, 2),
     }
-    _atomic_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    _atomic_text(out / "report.md", markdown(report))
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
+    atomic_write_text(out / "report.md", markdown(report))
     return report
 
 

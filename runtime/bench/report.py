@@ -10,11 +10,16 @@ from pathlib import Path
 from .stats import STAGES
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def markdown_table(report: dict) -> str:
@@ -44,7 +49,7 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
     """Write report.json, report.md and report.png into ``out_dir``; returns their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "report.json", "markdown": out_dir / "report.md", "chart": out_dir / "report.png"}
-    _atomic_write_text(paths["json"], json.dumps(report, indent=2, sort_keys=False) + "\n")
+    atomic_write_text(paths["json"], json.dumps(report, indent=2, sort_keys=False) + "\n")
     env = report["environment"]
     md = [
         "# stmae-bench report",
@@ -57,7 +62,7 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
         "",
         markdown_table(report),
     ]
-    _atomic_write_text(paths["markdown"], "\n".join(md))
+    atomic_write_text(paths["markdown"], "\n".join(md))
     _chart(report, paths["chart"])
     return paths
 
