@@ -43,13 +43,17 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a.astype(np.float64) - b.astype(np.float64)) / max(denom, 1e-30))
 
 
-def cpu_session(path: Path):
-    """An ONNX Runtime session on the CPU provider, quiet."""
+def cpu_session(path: Path, disabled_optimizers: tuple[str, ...] = ()):
+    """An ONNX Runtime session on the CPU provider, quiet, with ``disabled_optimizers``
+    (graph transformer names) switched off."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
-    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(
+        str(path), sess_options=options, providers=["CPUExecutionProvider"],
+        disabled_optimizers=list(disabled_optimizers) or None,
+    )
 
 
 @torch.inference_mode()

@@ -106,7 +106,10 @@ class ExportManifest:
     graphs: {'key_encoder': GraphSpec, 'mask_autoencoder': GraphSpec};
     source_checkpoint: {'file': name, 'sha256': hex}; tools: package versions used;
     precision_details: how the precision was applied (kept-float32 nodes, calibration);
-    verification: {'verified': bool, parity numbers, thresholds, TensorRT op check}.
+    verification: {'verified': bool, parity numbers, thresholds, TensorRT op check};
+    onnxruntime_disabled_optimizers: ONNX Runtime graph transformers a session must switch
+        off to run these graphs as intended (int8: 'CommonSubexpressionElimination', which
+        would merge the per-reader Q/DQ pairs back and stop the QLinearConv fusion).
     """
 
     contract_version: int
@@ -119,6 +122,7 @@ class ExportManifest:
     precision_details: dict[str, Any] = field(default_factory=dict)
     verification: dict[str, Any] = field(default_factory=dict)
     created_utc: str = ""
+    onnxruntime_disabled_optimizers: tuple[str, ...] = ()
 
     @property
     def verified(self) -> bool:
@@ -141,6 +145,7 @@ class ExportManifest:
             "tools": dict(self.tools),
             "precision_details": self.precision_details,
             "verification": self.verification,
+            "onnxruntime_disabled_optimizers": list(self.onnxruntime_disabled_optimizers),
         }
 
     def to_json(self) -> str:
@@ -154,6 +159,12 @@ def sha256_file(path: str | Path) -> str:
         for chunk in iter(lambda: fh.read(_CHUNK), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _string_tuple(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ExportManifestError(f"{where} must be a list of transformer names, got {value!r}")
+    return tuple(value)
 
 
 def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
@@ -220,6 +231,9 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
             precision_details=dict(data.get("precision_details", {})),
             verification=dict(data.get("verification", {})),
             created_utc=str(data.get("created_utc", "")),
+            onnxruntime_disabled_optimizers=_string_tuple(
+                data.get("onnxruntime_disabled_optimizers", []), f"{source}: onnxruntime_disabled_optimizers"
+            ),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportManifestError(f"{source}: missing or malformed field ({exc})") from None

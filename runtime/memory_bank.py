@@ -22,22 +22,9 @@ from __future__ import annotations
 
 import torch
 
-from stmae.readout import read_memory, similarity
+from stmae.readout import read_memory, similarity, topk_aggregate
 
 from .object_registry import ObjectGroup
-
-
-def _topk_readout(sim: torch.Tensor, values: torch.Tensor, top_k: int) -> torch.Tensor:
-    """sim (1, L, M) float32, values (1, N, L) float32 -> (1, N, M): the softmax over the
-    ``top_k`` largest similarities of each column (the same form as stmae.readout)."""
-    if top_k >= sim.shape[1]:
-        return torch.bmm(values, torch.softmax(sim, dim=1))
-    top_vals, top_idx = torch.topk(sim, k=top_k, dim=1)
-    weights = torch.softmax(top_vals, dim=1)
-    b, n, _ = values.shape
-    idx = top_idx.unsqueeze(1).expand(b, n, *top_idx.shape[1:])
-    picked = torch.gather(values.unsqueeze(-1).expand(-1, -1, -1, top_idx.shape[-1]), 2, idx)
-    return (picked * weights.unsqueeze(1)).sum(dim=2)
 
 
 class MemoryBank:
@@ -186,7 +173,7 @@ class MemoryBank:
             # Every object reads all of memory: the published readout, as it is.
             return read_memory(query_key, keys, values, top_k)
         h, w = query_key.shape[-2:]
-        sim = similarity(keys, query_key.flatten(2))  # (1, L, M) float32
+        sim = similarity(keys, query_key.flatten(2))  # (1, M, L) float32
         out = torch.empty(1, n, h * w, dtype=torch.float32, device=self.device)
         for group, mask in zip(groups, valid):
             slots = torch.tensor(group.slots, device=self.device)
@@ -195,6 +182,6 @@ class MemoryBank:
                 k, group_sim = top_k, sim
             else:
                 k = min(top_k, int(mask.sum()))
-                group_sim = sim.masked_fill(~mask.view(1, -1, 1), float("-inf"))
-            out[:, slots] = _topk_readout(group_sim, group_values, k)
+                group_sim = sim.masked_fill(~mask.view(1, 1, -1), float("-inf"))
+            out[:, slots] = topk_aggregate(group_sim, group_values, k)
         return out.view(1, n, h, w)

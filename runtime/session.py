@@ -30,7 +30,7 @@ from .config import SessionConfig
 from .errors import InputError
 from .memory_bank import MemoryBank
 from .object_registry import ObjectRegistry
-from .transforms import FrameGeometry
+from .transforms import FrameGeometry, channel_argmax
 
 
 @dataclass(frozen=True)
@@ -222,7 +222,7 @@ class VideoSession:
         with timer.stage("postprocess"):
             out = out[0]
             lookup = torch.as_tensor(self.registry.label_lookup(), device=self.device)
-            labels = lookup[out.argmax(dim=0)].cpu().numpy()
+            labels = lookup[channel_argmax(out).long()].cpu().numpy()
         return FrameResult(t, labels, out, self.registry.labels, written)
 
     def _write(self, f16: torch.Tensor, prob: torch.Tensor, t: int, permanent: bool) -> None:

@@ -11,12 +11,35 @@ import torch.nn.functional as F
 
 
 def similarity(memory_keys: torch.Tensor, query_key: torch.Tensor) -> torch.Tensor:
-    """sim[b, n, m] = sum_c memory_keys[b, c, n] * query_key[b, c, m], in float32.
+    """sim[b, m, n] = sum_c query_key[b, c, m] * memory_keys[b, c, n], in float32.
 
     memory_keys: (B, C, L) with L = T*h*w memory positions; query_key: (B, C, M), M = h*w.
-    Returns (B, L, M) float32.
+    Returns (B, M, L) float32: query-major, so each query's similarities to the memory are
+    contiguous and the top-k runs along the fast axis.
     """
-    return torch.bmm(memory_keys.float().transpose(1, 2), query_key.float())
+    return torch.bmm(query_key.float().transpose(1, 2), memory_keys.float())
+
+
+def topk_aggregate(sim: torch.Tensor, memory_values: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    """sim (B, M, L) float32, memory_values (B, N, L) -> (B, N, M) float32.
+
+    Each query position m reads sum_n value[:, n] * softmax(top-k of sim[m])[n]: only the
+    (B, M, k) top-k values, indices and weights are materialized, never an (L, M) affinity.
+    top_k None or >= L: the softmax over all of memory.
+    """
+    values = memory_values.float()
+    if top_k is None or top_k >= sim.shape[-1]:
+        return torch.bmm(values, torch.softmax(sim, dim=-1).transpose(1, 2))
+    if top_k <= 0:
+        raise ValueError(f"top_k must be positive, got {top_k}")
+    top_vals, top_idx = torch.topk(sim, k=top_k, dim=-1)  # (B, M, k)
+    weights = torch.softmax(top_vals, dim=-1)  # max-subtracted: stable
+    b, n, length = values.shape
+    m = top_idx.shape[1]
+    # Gather the values at the chosen positions: (B, N, M, k); the expand is a view.
+    idx = top_idx.unsqueeze(1).expand(b, n, m, top_k)
+    picked = torch.gather(values.unsqueeze(2).expand(b, n, m, length), 3, idx)
+    return (picked * weights.unsqueeze(1)).sum(dim=-1)
 
 
 def readout(
@@ -31,19 +54,7 @@ def readout(
     top_k: positions kept per query column (None or >= L: softmax over all of memory).
     Returns (B, N, M) float32: sum_n value[:, :, n] * affinity[n, m].
     """
-    sim = similarity(memory_keys, query_key)
-    values = memory_values.float()
-    if top_k is None or top_k >= sim.shape[1]:
-        return torch.bmm(values, torch.softmax(sim, dim=1))
-    if top_k <= 0:
-        raise ValueError(f"top_k must be positive, got {top_k}")
-    top_vals, top_idx = torch.topk(sim, k=top_k, dim=1)  # (B, k, M)
-    weights = torch.softmax(top_vals, dim=1)  # max-subtracted: stable
-    # Gather the values at the chosen positions: (B, N, k, M).
-    b, n, _ = values.shape
-    idx = top_idx.unsqueeze(1).expand(b, n, *top_idx.shape[1:])
-    picked = torch.gather(values.unsqueeze(-1).expand(-1, -1, -1, top_idx.shape[-1]), 2, idx)
-    return (picked * weights.unsqueeze(1)).sum(dim=2)
+    return topk_aggregate(similarity(memory_keys, query_key), memory_values, top_k)
 
 
 def read_memory(

@@ -11,6 +11,9 @@
   GPU; on the CPU, the key encoder's f16/f8/f4 are the very buffers the mask autoencoder
   reads (no copy between the two graphs).
 - CPU threads: ``intra_op_threads`` or the cores this process may use.
+- Graph transformers the manifest names in ``onnxruntime_disabled_optimizers`` are
+  switched off (int8 exports keep a Q/DQ pair per reader of a tensor, which common
+  subexpression elimination would merge back, leaving those convolutions float32).
 
 Graph inputs and outputs are float32 whatever the export precision (precision lives in the
 graph: fp16 Casts or int8 Q/DQ nodes inside).
@@ -146,7 +149,10 @@ class OrtBackend:
         options.log_severity_level = 3
         self.threads = options.intra_op_num_threads
         self._sessions = {
-            name: self._session(ort, self.export_dir / manifest.graphs[name].file, options, chosen)
+            name: self._session(
+                ort, self.export_dir / manifest.graphs[name].file, options, chosen,
+                manifest.onnxruntime_disabled_optimizers,
+            )
             for name in (KEY_ENCODER, MASK_AUTOENCODER)
         }
         self.providers = {name: s.get_providers() for name, s in self._sessions.items()}
@@ -154,16 +160,18 @@ class OrtBackend:
         self._channels = tuple(int(manifest.graphs[KEY_ENCODER].output(n).shape[1]) for n in ("f16", "f8", "f4"))
 
     @staticmethod
-    def _session(ort, path: Path, options, chosen):
+    def _session(ort, path: Path, options, chosen, disabled: Sequence[str] = ()):
         try:
-            return ort.InferenceSession(str(path), sess_options=options, providers=chosen)
+            return ort.InferenceSession(
+                str(path), sess_options=options, providers=chosen, disabled_optimizers=list(disabled) or None
+            )
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             names = [n for n, _ in chosen]
             if "TensorrtExecutionProvider" in names and len(names) > 1:
                 # The TensorRT provider is listed by onnxruntime-gpu even where the TensorRT
                 # libraries are absent; fall back to the next providers.
                 rest = [p for p in chosen if p[0] != "TensorrtExecutionProvider"]
-                return OrtBackend._session(ort, path, options, rest)
+                return OrtBackend._session(ort, path, options, rest, disabled)
             raise BackendUnavailable(f"ONNX Runtime cannot load {path.name}: {exc}") from None
 
     def _check_io(self) -> None:

@@ -7,6 +7,8 @@ few DAVIS frames (``boat``) and verified on another sequence (``bear``).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -45,7 +47,7 @@ def _davis_dirs(davis: Path, seq: str) -> tuple[Path, Path]:
     return davis / "JPEGImages" / "240p" / seq, davis / "Annotations" / "240p" / seq
 
 
-def _export(tmp_path_factory, checkpoint: Path, davis: Path, precision: str):
+def _export(tmp_path_factory, checkpoint: Path, davis: Path, precision: str, **options):
     frames, masks = _davis_dirs(davis, VERIFY_SEQ)
     config = ExportConfig(
         checkpoint=checkpoint,
@@ -57,6 +59,7 @@ def _export(tmp_path_factory, checkpoint: Path, davis: Path, precision: str):
         verify_masks=masks,
         verify_max_frames=4,
         work_size=WORK_SIZE,
+        **options,
     )
     return run_export(config, log=lambda m: print(f"[{precision}] {m}"))
 
@@ -74,3 +77,20 @@ def fp16_export(tmp_path_factory, published_checkpoint, davis):
 @pytest.fixture(scope="session")
 def int8_export(tmp_path_factory, published_checkpoint, davis):
     return _export(tmp_path_factory, published_checkpoint, davis, "int8")
+
+
+@pytest.fixture(scope="session")
+def int8_ort_quantizer_export(tmp_path_factory, small_checkpoint, davis) -> Path:
+    """int8 with ONNX Runtime's quantizer (the CPU layout), small preset. Made by the CLI in
+    a new process: ONNX Runtime's quantizer refuses to run where ModelOpt's already ran."""
+    frames, masks = _davis_dirs(davis, VERIFY_SEQ)
+    out = tmp_path_factory.mktemp("export_int8_ort") / "out"
+    cmd = [
+        sys.executable, "-m", "export.cli", str(small_checkpoint), "--out", str(out), "--precision", "int8",
+        "--int8-quantizer", "onnxruntime", "--calibration", str(_davis_dirs(davis, CALIB_SEQ)[0]),
+        "--calibration-frames", "3", "--verify-frames", str(frames), "--verify-masks", str(masks),
+        "--verify-max-frames", "4", "--work-size", str(WORK_SIZE),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return out

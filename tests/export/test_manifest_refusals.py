@@ -50,3 +50,19 @@ def test_an_unknown_contract_version_is_refused(export_copy):
 def test_a_folder_without_manifest_is_refused(tmp_path):
     with pytest.raises(ExportManifestError, match="no manifest.json"):
         load_manifest(tmp_path)
+
+
+def test_disabled_optimizers_round_trip_and_bad_values_are_refused(export_copy):
+    path = export_copy / "manifest.json"
+    data = json.loads(path.read_text())
+    assert data["onnxruntime_disabled_optimizers"] == []  # fp32: nothing switched off
+    data["onnxruntime_disabled_optimizers"] = ["CommonSubexpressionElimination"]
+    path.write_text(json.dumps(data))
+    manifest = load_manifest(export_copy)
+    assert manifest.onnxruntime_disabled_optimizers == ("CommonSubexpressionElimination",)
+    assert manifest.to_dict()["onnxruntime_disabled_optimizers"] == ["CommonSubexpressionElimination"]
+    OrtBackend.from_export_dir(export_copy)  # a session is made with it switched off
+    data["onnxruntime_disabled_optimizers"] = "CommonSubexpressionElimination"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ExportManifestError, match="onnxruntime_disabled_optimizers must be a list"):
+        load_manifest(export_copy)

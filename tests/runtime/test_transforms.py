@@ -32,3 +32,17 @@ def test_masks_resized_with_nearest_labels():
     assert geo.resized_size == (20, 30) and masks.shape == (1, 2, 32, 32)
     assert set(masks.unique().tolist()) == {0.0, 1.0}
     assert masks[0, 0].sum() == 150 and masks[0, 1].sum() == 150
+
+
+def test_channel_argmax_matches_argmax_with_ties():
+    from runtime.transforms import channel_argmax
+
+    gen = torch.Generator().manual_seed(0)
+    for channels in (1, 2, 3, 7):
+        prob = torch.rand(channels, 33, 47, generator=gen)
+        # Ties: quantize so equal values are common; the first maximal channel wins.
+        prob = (prob * 4).round() / 4
+        got = channel_argmax(prob[:, :, 1:45])  # a strided (unpadded) view, as the session has
+        want = prob[:, :, 1:45].argmax(dim=0)
+        assert got.dtype == torch.uint8
+        assert torch.equal(got.long(), want)
