@@ -2,7 +2,8 @@
 
 The library function behind ``stmae-segment``: inputs are checked before anything is
 written, every PNG is written atomically, and the optional overlay video appears only
-when complete.
+when complete. Frames are decoded ahead and masks written behind the network's work, in
+background threads with bounded queues (:mod:`runtime.overlap`), so memory stays flat.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .config import SessionConfig
 from .errors import InputError
 from .frames import FrameFolder, VideoFile, open_frames
 from .mask_io import existing_masks, read_mask, write_mask
+from .overlap import BackgroundWriter, Prefetcher
 from .overlay import OverlayWriter
 from .session import VideoSession
 
@@ -141,6 +143,15 @@ def check_targets(input_path: str | Path, out_dir: str | Path, overlay: str | Pa
         raise InputError(f"overlay {overlay} already exists; pass --overwrite to replace it")
 
 
+def _write_job(path: Path, labels: np.ndarray, palette, writer: OverlayWriter | None, frame: np.ndarray):
+    def job() -> None:
+        write_mask(path, labels, palette)
+        if writer is not None:
+            writer.add(frame, labels)
+
+    return job
+
+
 def segment_video(
     backend: Backend,
     input_path: str | Path,
@@ -173,24 +184,26 @@ def segment_video(
     used: set[str] = set()
     count = 0
     start = time.perf_counter()
+    jobs = BackgroundWriter(depth=4)
     try:
-        for name, frame in frames:
-            mask = annotations.masks.get(name)
-            objects = None
-            if mask is not None:
-                used.add(name)
-                if len(session.object_labels):
-                    objects = [l for l in labels_present(mask) if l not in session.object_labels]
-                    if not objects:
-                        mask, objects = None, None
-            result = session.step(frame, mask, objects)
-            write_mask(out / f"{name}.png", result.labels, annotations.palette)
-            if writer is not None:
-                writer.add(frame, result.labels)
-            count += 1
-            if on_frame is not None:
-                on_frame(count)
+        with Prefetcher(frames, depth=2) as decoded:
+            for name, frame in decoded:
+                mask = annotations.masks.get(name)
+                objects = None
+                if mask is not None:
+                    used.add(name)
+                    if len(session.object_labels):
+                        objects = [l for l in labels_present(mask) if l not in session.object_labels]
+                        if not objects:
+                            mask, objects = None, None
+                result = session.step(frame, mask, objects)
+                jobs.submit(_write_job(out / f"{name}.png", result.labels, annotations.palette, writer, frame))
+                count += 1
+                if on_frame is not None:
+                    on_frame(count)
+        jobs.close()
     except BaseException:
+        jobs.abort()
         if writer is not None:
             writer.abort()
         raise

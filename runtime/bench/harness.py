@@ -140,11 +140,12 @@ def mean_iou(a: list[np.ndarray], b: list[np.ndarray]) -> float:
     return float(np.mean(ious)) if ious else 1.0
 
 
-def drift_ratio(per_frame_ms: list[float], window: int = 100) -> float | None:
-    """Median per-frame time of the last ``window`` frames over the first ``window`` after
-    frame 0 (None for clips shorter than 2 * window + 1)."""
-    if len(per_frame_ms) < 2 * window + 1:
+def drift_ratio(per_frame_ms: list[float], window: int = 100, start: int = 1) -> float | None:
+    """Median per-frame time of the last ``window`` frames over the ``window`` frames from
+    ``start`` (default: the first after frame 0); None when the clip is too short for the
+    two windows not to overlap."""
+    if len(per_frame_ms) < start + 2 * window:
         return None
-    first = np.median(per_frame_ms[1 : window + 1])
+    first = np.median(per_frame_ms[start : start + window])
     last = np.median(per_frame_ms[-window:])
     return float(last / first)

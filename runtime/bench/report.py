@@ -27,6 +27,9 @@ def markdown_table(report: dict) -> str:
     runs = report["runs"]
     head = ["configuration", "objects", "size", "frames/s", "frames/s x objects", "vs baseline", "mIoU vs ref"]
     head += [f"{s} p50 ms" for s in STAGES] + ["peak MB"]
+    long_clip = any(run.get("drift_last100_over_first100") is not None for run in runs)
+    if long_clip:
+        head += ["last-100 / first-100", "last-100 / 100 after the window is full"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for run in runs:
         stages = run["stages"]
@@ -41,6 +44,9 @@ def markdown_table(report: dict) -> str:
         ]
         row += [f"{stages[s]['p50']:.1f}" if s in stages else "-" for s in STAGES]
         row.append(f"{run['peak_memory_mb']:.0f}")
+        if long_clip:
+            for key in ("drift_last100_over_first100", "drift_last100_after_window_full"):
+                row.append("-" if run.get(key) is None else f"{run[key]:.3f}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

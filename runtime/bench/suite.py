@@ -134,8 +134,13 @@ def run_suite(spec: SuiteSpec, command: str, progress=print) -> dict:
                     )
                     rows.append((name, run.backend, getattr(backend, "precision", run.precision), m))
                 gflops = stage_gflops(model, *geo.padded_size, n_obj, memory_frames=1, top_k=session_cfg.top_k)
+                # The runtime's working window is full from this frame on (frame 0 annotated).
+                window_full = session_cfg.mem_every * session_cfg.max_memory_frames + 1
                 for name, backend_name, precision, m in rows:
-                    report["runs"].append(_row(name, backend_name, precision, m, base, gflops, geo, n_obj, len(frames)))
+                    row = _row(name, backend_name, precision, m, base, gflops, geo, n_obj, len(frames))
+                    row["drift_last100_after_window_full"] = drift_ratio(m.per_frame_ms, start=window_full)
+                    row["window_full_from_frame"] = window_full
+                    report["runs"].append(row)
     return report
 
 

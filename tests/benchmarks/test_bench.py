@@ -23,7 +23,7 @@ RUN_FIELDS = {
     "name", "backend", "precision", "objects", "frames", "height", "width", "input_size", "fps",
     "fps_x_objects", "speedup_vs_baseline", "mask_miou_vs_reference", "frame_ms", "stages",
     "gflop_per_frame", "achieved_gflops", "peak_memory_mb", "peak_rss_mb", "peak_cuda_mb",
-    "drift_last100_over_first100", "per_frame_ms",
+    "drift_last100_over_first100", "drift_last100_after_window_full", "window_full_from_frame", "per_frame_ms",
 }
 
 
@@ -87,6 +87,9 @@ def test_mean_iou_and_drift():
     assert harness.mean_iou(a, b) == pytest.approx(0.5)
     assert harness.drift_ratio([1.0] * 100) is None
     assert harness.drift_ratio([5.0] + [1.0] * 100 + [1.2] * 100) == pytest.approx(1.2)
+    times = [5.0] + [0.5] * 100 + [1.0] * 100 + [1.1] * 100
+    assert harness.drift_ratio(times, start=101) == pytest.approx(1.1)
+    assert harness.drift_ratio(times[:250], start=101) is None
 
 
 def test_bench_cli_bad_input_is_one_line(tmp_path):
