@@ -36,4 +36,5 @@ stmae-bench --checkpoint "$ckpt" --input "$data/JPEGImages/480p/bear" \
 # decode/write overlap).
 python benchmarks/cpu_steps.py --export-dir "$out/export_fp32" --int8-dir "$out/export_int8_ort" \
   --frames "$data/JPEGImages/240p/bear" --mask "$data/Annotations/240p/bear/00000.png" \
+  --session-frames "$data/JPEGImages/480p/bear" --session-mask "$data/Annotations/480p/bear/00000.png" \
   --out "$out/steps.md"

@@ -9,7 +9,9 @@ measured in this process, with the "before" and "after" taken one after the othe
 1. ONNX Runtime session options on the fp32 graphs: graph optimizations basic vs all,
    1 vs all intra-op threads, the memory arena on vs off (each graph at the size given).
 2. int8 mask autoencoder with and without common subexpression elimination (the Q/DQ
-   pair per reader that lets ONNX Runtime fuse every convolution into QLinearConv).
+   pair per reader that lets ONNX Runtime fuse every convolution into QLinearConv); the
+   int8 pipeline (VideoSession over real 480p frames) with ONNX Runtime's idle threads
+   spinning and not spinning.
 3. The memory readout: the baseline's dense (L, M) top-k affinity against the runtime's
    query-major top-k (the same float32 similarity), for 1, 4, 7 and 21 memory frames.
 4. The label map: ``argmax(dim=0)`` against the runtime's per-channel pass.
@@ -29,6 +31,7 @@ import numpy as np
 import torch
 
 from runtime.backends.factory import create_backend
+from runtime.backends.ort_backend import OrtBackend
 from runtime.bench.baseline import dense_topk_readout
 from runtime.bench.harness import read_rgb
 from runtime.bench.report import atomic_write_text
@@ -114,6 +117,25 @@ def int8_rows(int8_dir: Path, height: int, width: int, repeats: int) -> list[tup
              timed(lambda: with_cse.run(None, feeds), repeats), timed(lambda: without.run(None, feeds), repeats))]
 
 
+def spinning_rows(int8_dir: Path, frames_dir: Path, mask: Path, size: int, count: int) -> list[tuple[str, float, float]]:
+    paths = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
+    frames = [read_rgb(path) for path in paths]
+    labels = read_mask(mask)[0]
+
+    def frame_p50(spin: bool) -> float:
+        backend = OrtBackend.from_export_dir(int8_dir, device="cpu", allow_spinning=spin)
+        session = VideoSession(backend, SessionConfig(size=size))
+        times = []
+        for i, frame in enumerate(frames):
+            start = time.perf_counter()
+            session.step(frame, labels if i == 0 else None)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times[3:]) * 1e3
+
+    return [(f"int8 pipeline, {len(frames)} frames at {size}p (frame p50): ONNX Runtime threads spinning -> not",
+             frame_p50(True), frame_p50(False))]
+
+
 def readout_rows(height: int, width: int, repeats: int) -> list[tuple[str, float, float]]:
     gen = torch.Generator().manual_seed(0)
     h, w = height // 16, width // 16
@@ -172,6 +194,8 @@ def main(argv=None) -> int:
     p.add_argument("--checkpoint", default="weights/stmae_small_davis240.pth", help="checkpoint for the segment loop")
     p.add_argument("--frames", type=Path, default=Path("../shared/data/DAVIS2016/JPEGImages/240p/bear"))
     p.add_argument("--mask", type=Path, default=Path("../shared/data/DAVIS2016/Annotations/240p/bear/00000.png"))
+    p.add_argument("--session-frames", type=Path, default=Path("../shared/data/DAVIS2016/JPEGImages/480p/bear"))
+    p.add_argument("--session-mask", type=Path, default=Path("../shared/data/DAVIS2016/Annotations/480p/bear/00000.png"))
     p.add_argument("--size", type=int, default=480, help="shorter side of the graph measurements (16:9)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", type=Path, help="also write the table here")
@@ -181,6 +205,7 @@ def main(argv=None) -> int:
     rows = []
     rows += session_rows(args.export_dir, height, width, args.repeats)
     rows += int8_rows(args.int8_dir, height, width, args.repeats)
+    rows += spinning_rows(args.int8_dir, args.session_frames, args.session_mask, args.size, 20)
     rows += readout_rows(height, width, args.repeats)
     rows += argmax_rows(height, round(args.size * 16 / 9), max(args.repeats, 10))
     rows += overlap_rows(args.checkpoint, args.frames, args.mask, -1, 40)

@@ -102,3 +102,14 @@ def test_manifest_loads_and_matches_graph_io(fp32_export):
     assert manifest.graphs["mask_autoencoder"].size_bytes == (fp32_export.out_dir / "mask_autoencoder.onnx").stat().st_size
     if not np.isfinite(manifest.verification["pipeline"]["mean_iou"]):
         pytest.fail("pipeline agreement was not recorded")
+
+
+def test_cpu_sessions_do_not_spin_unless_asked(fp32_export):
+    key = "session.intra_op.allow_spinning"
+    backend = OrtBackend.from_export_dir(fp32_export.out_dir, device="cpu")
+    assert backend.allow_spinning is False
+    for session in backend._sessions.values():
+        assert session.get_session_options().get_session_config_entry(key) == "0"
+    spinning = OrtBackend.from_export_dir(fp32_export.out_dir, device="cpu", allow_spinning=True)
+    for session in spinning._sessions.values():
+        assert session.get_session_options().get_session_config_entry(key) == "1"
