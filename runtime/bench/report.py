@@ -67,6 +67,11 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
         f"measured peak {report['peak_gflops']}",
         "",
         markdown_table(report),
+        "Settings:",
+        "",
+        *[f"- {run['name']} ({run['height']}x{run['width']}, {run['objects']} obj): "
+          f"{json.dumps(run.get('backend_settings', {}), sort_keys=True)}" for run in report["runs"]],
+        "",
     ]
     atomic_write_text(paths["markdown"], "\n".join(md))
     _chart(report, paths["chart"])

@@ -82,6 +82,25 @@ def _model_and_checkpoint(spec: SuiteSpec, workdir: Path) -> tuple[STMAE, str]:
     return model.eval(), str(path)
 
 
+def backend_settings(backend) -> dict:
+    """What a report needs to reproduce a configuration: the backend's device and
+    precision, and for ONNX Runtime its providers, threads, spinning and the graph
+    transformers switched off (from the export's manifest)."""
+    settings = {"device": str(getattr(backend, "device", "")), "precision": getattr(backend, "precision", None)}
+    if getattr(backend, "name", "") == "torch":
+        settings["torch_threads"] = torch.get_num_threads()
+    if getattr(backend, "name", "") == "onnxruntime":
+        settings.update(
+            providers=getattr(backend, "providers", None),
+            intra_op_threads=getattr(backend, "threads", None),
+            allow_spinning=getattr(backend, "allow_spinning", None),
+            disabled_optimizers=list(backend.manifest.onnxruntime_disabled_optimizers),
+            key_encoder_float32=backend.manifest.precision_details.get("key_encoder_float32"),
+            int8_tool=backend.manifest.precision_details.get("mask_autoencoder", {}).get("tool"),
+        )
+    return settings
+
+
 def _run_name(run: RunSpec, backend) -> str:
     name = f"{run.backend} {getattr(backend, 'precision', run.precision)}"
     return name if run.export_dir is None else f"{name} ({Path(run.export_dir).name})"
@@ -125,6 +144,7 @@ def run_suite(spec: SuiteSpec, command: str, progress=print) -> dict:
                     frames, first_mask, clip, device, workdir / "out_baseline",
                 )
                 rows = [("baseline (eager fp32, concat memory)", "torch", "fp32", base)]
+                settings = [{"device": str(device), "precision": "fp32", "torch_threads": torch.get_num_threads()}]
                 for run, backend in backends:
                     name = _run_name(run, backend)
                     progress(f"[{size}p, {n_obj} object(s)] {name} ...")
@@ -133,11 +153,13 @@ def run_suite(spec: SuiteSpec, command: str, progress=print) -> dict:
                         frames, first_mask, clip, device, workdir / f"out_{len(rows)}",
                     )
                     rows.append((name, run.backend, getattr(backend, "precision", run.precision), m))
+                    settings.append(backend_settings(backend))
                 gflops = stage_gflops(model, *geo.padded_size, n_obj, memory_frames=1, top_k=session_cfg.top_k)
                 # The runtime's working window is full from this frame on (frame 0 annotated).
                 window_full = session_cfg.mem_every * session_cfg.max_memory_frames + 1
-                for name, backend_name, precision, m in rows:
+                for (name, backend_name, precision, m), used in zip(rows, settings):
                     row = _row(name, backend_name, precision, m, base, gflops, geo, n_obj, len(frames))
+                    row["backend_settings"] = used
                     row["drift_last100_after_window_full"] = drift_ratio(m.per_frame_ms, start=window_full)
                     row["window_full_from_frame"] = window_full
                     report["runs"].append(row)

@@ -23,7 +23,7 @@ RUN_FIELDS = {
     "name", "backend", "precision", "objects", "frames", "height", "width", "input_size", "fps",
     "fps_x_objects", "speedup_vs_baseline", "mask_miou_vs_reference", "frame_ms", "stages",
     "gflop_per_frame", "achieved_gflops", "peak_memory_mb", "peak_rss_mb", "peak_cuda_mb",
-    "drift_last100_over_first100", "drift_last100_after_window_full", "window_full_from_frame", "per_frame_ms",
+    "drift_last100_over_first100", "drift_last100_after_window_full", "window_full_from_frame", "backend_settings", "per_frame_ms",
 }
 
 

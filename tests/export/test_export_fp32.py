@@ -110,6 +110,11 @@ def test_cpu_sessions_do_not_spin_unless_asked(fp32_export):
     assert backend.allow_spinning is False
     for session in backend._sessions.values():
         assert session.get_session_options().get_session_config_entry(key) == "0"
+    from runtime.bench.suite import backend_settings
+
+    settings = backend_settings(backend)
+    assert settings["allow_spinning"] is False and settings["disabled_optimizers"] == []
+    assert settings["providers"]["key_encoder"] == ["CPUExecutionProvider"] and settings["intra_op_threads"] >= 1
     spinning = OrtBackend.from_export_dir(fp32_export.out_dir, device="cpu", allow_spinning=True)
     for session in spinning._sessions.values():
         assert session.get_session_options().get_session_config_entry(key) == "1"
