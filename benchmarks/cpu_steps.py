@@ -37,6 +37,7 @@ from runtime.bench.harness import read_rgb
 from runtime.bench.report import atomic_write_text
 from runtime.config import SessionConfig
 from runtime.export_manifest import load_manifest
+from runtime.frames import FrameFolder
 from runtime.mask_io import read_mask, write_mask
 from runtime.segment_video import segment_video
 from runtime.session import VideoSession
@@ -118,7 +119,7 @@ def int8_rows(int8_dir: Path, height: int, width: int, repeats: int) -> list[tup
 
 
 def spinning_rows(int8_dir: Path, frames_dir: Path, mask: Path, size: int, count: int) -> list[tuple[str, float, float]]:
-    paths = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
+    paths = FrameFolder(frames_dir).paths[:count]
     frames = [read_rgb(path) for path in paths]
     labels = read_mask(mask)[0]
 
@@ -159,7 +160,7 @@ def argmax_rows(height: int, width: int, repeats: int) -> list[tuple[str, float,
 
 def overlap_rows(checkpoint: str, frames_dir: Path, mask: Path, size: int, count: int) -> list[tuple[str, float, float]]:
     backend = create_backend("torch", checkpoint=checkpoint, device=torch.device("cpu"), precision="fp32")
-    paths = sorted(p for p in frames_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))[:count]
+    paths = FrameFolder(frames_dir).paths[:count]
     labels, palette = read_mask(mask)
     config = SessionConfig(size=size)
 

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import torch
 
+from stmae.checkpoint import save_checkpoint
+from stmae.config import preset
 from stmae.network import STMAE
 from stmae.reference_weights import reference_weights_for
 
@@ -48,3 +50,12 @@ def davis() -> Path:
     if not (root / "JPEGImages").is_dir():
         pytest.skip(f"shared DAVIS data not found at {root} (set STMAE_SHARED_DIR)")
     return root
+
+
+@pytest.fixture(scope="session")
+def seeded_small_checkpoint(tmp_path_factory) -> Path:
+    """A ``small``-preset checkpoint with torch's default init under seed 0 (fast to run)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("seeded_small") / "small.pth"
+    save_checkpoint(path, STMAE(preset("small")))
+    return path

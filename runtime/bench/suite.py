@@ -143,8 +143,8 @@ def run_suite(spec: SuiteSpec, command: str, progress=print) -> dict:
                     lambda timer: EagerBaseline(model, device, size, session_cfg.mem_every, session_cfg.top_k, timer),
                     frames, first_mask, clip, device, workdir / "out_baseline",
                 )
-                rows = [("baseline (eager fp32, concat memory)", "torch", "fp32", base)]
-                settings = [{"device": str(device), "precision": "fp32", "torch_threads": torch.get_num_threads()}]
+                baseline_settings = {"device": str(device), "precision": "fp32", "torch_threads": torch.get_num_threads()}
+                rows = [("baseline (eager fp32, concat memory)", "torch", "fp32", base, baseline_settings)]
                 for run, backend in backends:
                     name = _run_name(run, backend)
                     progress(f"[{size}p, {n_obj} object(s)] {name} ...")
@@ -152,12 +152,12 @@ def run_suite(spec: SuiteSpec, command: str, progress=print) -> dict:
                         lambda timer, b=backend: _SessionAdapter(b, session_cfg, timer),
                         frames, first_mask, clip, device, workdir / f"out_{len(rows)}",
                     )
-                    rows.append((name, run.backend, getattr(backend, "precision", run.precision), m))
-                    settings.append(backend_settings(backend))
+                    rows.append((name, run.backend, getattr(backend, "precision", run.precision), m,
+                                 backend_settings(backend)))
                 gflops = stage_gflops(model, *geo.padded_size, n_obj, memory_frames=1, top_k=session_cfg.top_k)
                 # The runtime's working window is full from this frame on (frame 0 annotated).
                 window_full = session_cfg.mem_every * session_cfg.max_memory_frames + 1
-                for (name, backend_name, precision, m), used in zip(rows, settings):
+                for name, backend_name, precision, m, used in rows:
                     row = _row(name, backend_name, precision, m, base, gflops, geo, n_obj, len(frames))
                     row["backend_settings"] = used
                     row["drift_last100_after_window_full"] = drift_ratio(m.per_frame_ms, start=window_full)

@@ -16,7 +16,6 @@ from runtime.bench import harness
 from runtime.bench.baseline import dense_topk_readout
 from runtime.bench.cli import main as bench_main
 from runtime.bench.stats import STAGES
-from stmae import STMAE, preset, save_checkpoint
 from stmae.readout import readout
 
 RUN_FIELDS = {
@@ -27,14 +26,6 @@ RUN_FIELDS = {
 }
 
 
-@pytest.fixture(scope="module")
-def small_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("bench") / "small.pth"
-    save_checkpoint(path, STMAE(preset("small")))
-    return path
-
-
 def test_dense_baseline_readout_equals_runtime_readout():
     g = torch.Generator().manual_seed(0)
     keys, query = torch.randn(16, 50, generator=g), torch.randn(16, 12, generator=g)
@@ -43,7 +34,7 @@ def test_dense_baseline_readout_equals_runtime_readout():
     assert torch.allclose(dense, readout(keys[None], values[None], query[None], 7)[0], atol=1e-6)
 
 
-def test_bench_report_has_every_field_and_same_inputs(small_checkpoint, tmp_path, monkeypatch, capsys):
+def test_bench_report_has_every_field_and_same_inputs(seeded_small_checkpoint, tmp_path, monkeypatch, capsys):
     reads: list[str] = []
     real_read = harness.read_rgb
 
@@ -55,7 +46,7 @@ def test_bench_report_has_every_field_and_same_inputs(small_checkpoint, tmp_path
     monkeypatch.setattr(harness, "read_rgb", recording_read)
     out = tmp_path / "report"
     code = bench_main([
-        "--checkpoint", str(small_checkpoint), "--sizes", "48", "--objects", "2", "--frames", "6",
+        "--checkpoint", str(seeded_small_checkpoint), "--sizes", "48", "--objects", "2", "--frames", "6",
         "--warmup", "2", "--run", "torch:fp32", "--out", str(out),
     ])
     assert code == 0

@@ -7,10 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-import torch
 
-from stmae import STMAE, preset, save_checkpoint
 
 REPORT_FIELDS = {
     "checkpoint", "checkpoint_sha256", "backend", "precision", "device", "input", "frames",
@@ -24,17 +21,9 @@ def _demo(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def small_checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("demo") / "small.pth"
-    save_checkpoint(path, STMAE(preset("small")))
-    return path
-
-
-def test_demo_runs_reports_and_reuses_export(small_checkpoint, tmp_path):
+def test_demo_runs_reports_and_reuses_export(seeded_small_checkpoint, tmp_path):
     out = tmp_path / "demo"
-    args = ("--checkpoint", str(small_checkpoint), "--out", str(out), "--frames", "8", "--size", "48", "--objects", "2")
+    args = ("--checkpoint", str(seeded_small_checkpoint), "--out", str(out), "--frames", "8", "--size", "48", "--objects", "2")
     first = _demo(*args)
     assert first.returncode == 0, first.stderr[-2000:]
     lines = first.stdout.strip().splitlines()
