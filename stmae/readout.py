@@ -2,24 +2,82 @@
 
 Similarities of raw ResNet keys reach 500-1600, so the softmax always subtracts the
 column maximum (the published top-k branch does not and overflows to NaN).
+
+Every function here runs with autocast disabled: under ``torch.autocast`` (AMP training)
+``bmm`` would otherwise run and return fp16/bf16 whatever the ``.float()`` casts say, and
+similarities of ~1000 rounded by up to 0.5 (fp16) or 4 (bf16) before the softmax would
+make training differ from the float32 runtime.
+
+Keys may be float16/bfloat16 (the key dtype): on CUDA the similarity multiplies them as
+they are and accumulates and returns float32 (``torch.bmm(..., out_dtype=torch.float32)``,
+torch >= 2.8), without an fp32 copy of the memory; elsewhere the keys are upcast (exact)
+and multiplied in float32. Top-k, softmax and aggregation are float32 everywhere.
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
+HALF_DTYPES = (torch.float16, torch.bfloat16)
 
+
+def fp32_readout(fn):
+    """Decorator: run ``fn`` with autocast off on every device type its tensors can use."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with torch.autocast("cpu", enabled=False):
+            if torch.cuda.is_available():
+                with torch.autocast("cuda", enabled=False):
+                    return fn(*args, **kwargs)
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+def key_dtype_bmm_supported(a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Whether ``torch.bmm(a, b, out_dtype=torch.float32)`` can multiply these as they are:
+    CUDA, both float16 or both bfloat16, and a torch with the ``out_dtype`` overload."""
+    return (
+        a.device.type == "cuda"
+        and a.dtype in HALF_DTYPES
+        and a.dtype == b.dtype
+        and _HAS_BMM_OUT_DTYPE
+    )
+
+
+def _bmm_has_out_dtype() -> bool:
+    try:
+        major, minor = (int(x) for x in torch.__version__.split("+")[0].split(".")[:2])
+    except ValueError:
+        return False
+    return (major, minor) >= (2, 8)
+
+
+_HAS_BMM_OUT_DTYPE = _bmm_has_out_dtype()
+
+
+@fp32_readout
 def similarity(memory_keys: torch.Tensor, query_key: torch.Tensor) -> torch.Tensor:
-    """sim[b, m, n] = sum_c query_key[b, c, m] * memory_keys[b, c, n], in float32.
+    """sim[b, m, n] = sum_c query_key[b, c, m] * memory_keys[b, c, n], accumulated in float32.
 
-    memory_keys: (B, C, L) with L = T*h*w memory positions; query_key: (B, C, M), M = h*w.
+    memory_keys: (B, C, L) float32/float16/bfloat16 with L = T*h*w memory positions;
+    query_key: (B, C, M), M = h*w, same dtype family.
     Returns (B, M, L) float32: query-major, so each query's similarities to the memory are
-    contiguous and the top-k runs along the fast axis.
+    contiguous and the top-k runs along the fast axis. fp16/bf16 keys on CUDA are
+    multiplied in their dtype with float32 accumulation and output (no float32 copy of the
+    memory); elsewhere they are upcast exactly first.
     """
-    return torch.bmm(query_key.float().transpose(1, 2), memory_keys.float())
+    query_t = query_key.transpose(1, 2)
+    if key_dtype_bmm_supported(query_key, memory_keys):
+        return torch.bmm(query_t, memory_keys, out_dtype=torch.float32)
+    return torch.bmm(query_t.float(), memory_keys.float())
 
 
+@fp32_readout
 def topk_aggregate(sim: torch.Tensor, memory_values: torch.Tensor, top_k: int | None) -> torch.Tensor:
     """sim (B, M, L) float32, memory_values (B, N, L) -> (B, N, M) float32.
 
@@ -42,6 +100,7 @@ def topk_aggregate(sim: torch.Tensor, memory_values: torch.Tensor, top_k: int | 
     return (picked * weights.unsqueeze(1)).sum(dim=-1)
 
 
+@fp32_readout
 def readout(
     memory_keys: torch.Tensor,
     memory_values: torch.Tensor,
@@ -57,6 +116,7 @@ def readout(
     return topk_aggregate(similarity(memory_keys, query_key), memory_values, top_k)
 
 
+@fp32_readout
 def read_memory(
     query_key: torch.Tensor,
     memory_keys: torch.Tensor,

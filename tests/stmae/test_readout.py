@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from stmae.readout import read_memory, readout
+from stmae.readout import read_memory, readout, similarity
 
 
 def dense_reference(keys, values, query, top_k):
@@ -68,3 +68,35 @@ def test_read_memory_shapes_and_errors():
         read_memory(q, keys, torch.rand(1, 2, 23))
     with pytest.raises(ValueError, match="top_k must be positive"):
         read_memory(q, keys, values, 0)
+
+
+@pytest.mark.parametrize("top_k", [5, None])
+def test_readout_ignores_autocast(top_k):
+    """AMP training: under CPU bf16 autocast the readout must still compute in float32,
+    bit for bit what it computes outside autocast (bmm would otherwise run in bf16)."""
+    g = torch.Generator().manual_seed(3)
+    keys = torch.randn(2, 64, 40, generator=g) * 4  # similarities in the hundreds
+    query = torch.randn(2, 64, 9, generator=g) * 4
+    values = torch.rand(2, 3, 40, generator=g)
+    want_sim = similarity(keys, query)
+    want = readout(keys, values, query, top_k)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        sim = similarity(keys, query)
+        out = readout(keys, values, query, top_k)
+        coarse = read_memory(query.view(2, 64, 3, 3), keys, values, top_k)
+    assert sim.dtype == torch.float32
+    assert torch.equal(sim, want_sim)
+    assert out.dtype == torch.float32 and torch.equal(out, want)
+    assert torch.equal(coarse.flatten(2), want)
+
+
+def test_half_keys_similarity_is_exact_products_accumulated_in_float32():
+    """fp16/bf16 keys (CPU path: exact upcast) give the float32 product of the rounded keys."""
+    g = torch.Generator().manual_seed(4)
+    for dtype in (torch.float16, torch.bfloat16):
+        keys = (torch.randn(1, 32, 30, generator=g) * 3).to(dtype)
+        query = (torch.randn(1, 32, 7, generator=g) * 3).to(dtype)
+        sim = similarity(keys, query)
+        assert sim.dtype == torch.float32
+        ref = query.double().transpose(1, 2) @ keys.double()
+        assert torch.allclose(sim.double(), ref, atol=1e-3)
