@@ -1,0 +1,150 @@
+"""Batched, masked top-k memory readout: the torch reference and the dispatcher.
+
+``topk_readout(query, keys, values, valid, top_k)`` is the readout of
+:mod:`stmae.readout` for S streams at once, over a memory of fixed capacity L in which
+only some positions hold a written frame:
+
+    sim[b, m, l]  = sum_c query[b, c, m] * keys[b, c, l]     (float32 accumulation, no scale)
+    sim[b, m, l]  = -inf where valid[b, l] is False
+    w[b, m, :]    = softmax over the top_k largest sim[b, m, :]  (max-subtracted, float32)
+    out[b, n, m]  = sum_{l in top-k} w[b, m, l] * values[b, n, l]
+
+which is exactly :func:`stmae.readout.readout` over the valid positions only. A query
+row with no valid position at all (an empty stream slot of a batch) reads zeros.
+
+Two implementations with one signature:
+
+- :func:`topk_readout_torch`, the reference and the fallback: the similarity in the key
+  dtype with float32 output on CUDA (:func:`stmae.readout.similarity`), ``torch.topk``,
+  softmax and a gather, in blocks of query rows so that no more than ~256 MiB of
+  similarities exist at a time.
+- ``stmae.kernels.triton_readout.topk_readout_triton``: one fused Triton kernel
+  (similarity tiles, running top-k per row, softmax, aggregation; no (M, L) matrix).
+
+:func:`topk_readout` picks Triton on CUDA when ``triton`` imports, torch otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+
+import torch
+
+from ..readout import HALF_DTYPES, fp32_readout, similarity
+
+KEY_DTYPES = (torch.float32, *HALF_DTYPES)
+VALUE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+# The Triton kernel keeps the running top-k of each query row in registers; beyond this
+# it falls back to torch.
+TRITON_MAX_TOP_K = 64
+BACKENDS = ("auto", "torch", "triton")
+_CHUNK_ELEMENTS = 1 << 26  # float32 similarities per block of query rows (256 MiB)
+
+
+def check_readout_args(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                       valid: torch.Tensor | None, top_k: int | None) -> None:
+    """Raise ValueError unless the shapes, dtypes and devices fit the readout's contract."""
+    if query.dim() != 3 or keys.dim() != 3 or values.dim() != 3:
+        raise ValueError(
+            f"expected query (B, C, M), keys (B, C, L), values (B, N, L); got "
+            f"{tuple(query.shape)}, {tuple(keys.shape)}, {tuple(values.shape)}"
+        )
+    b, c, _ = query.shape
+    if keys.shape[:2] != (b, c):
+        raise ValueError(f"keys {tuple(keys.shape)} do not match query {tuple(query.shape)} in B and C")
+    length = keys.shape[2]
+    if values.shape[0] != b or values.shape[2] != length:
+        raise ValueError(f"values {tuple(values.shape)} do not match keys {tuple(keys.shape)}: expected (B, N, L)")
+    if query.dtype not in KEY_DTYPES or keys.dtype not in KEY_DTYPES:
+        raise ValueError(f"query/keys must be float32, float16 or bfloat16, got {query.dtype}/{keys.dtype}")
+    if values.dtype not in VALUE_DTYPES:
+        raise ValueError(f"values must be float32, float16 or bfloat16, got {values.dtype}")
+    if valid is not None:
+        if valid.dtype != torch.bool or tuple(valid.shape) != (b, length):
+            raise ValueError(f"valid must be a (B, L) = ({b}, {length}) bool tensor, got "
+                             f"{valid.dtype} {tuple(valid.shape)}")
+    devices = {t.device for t in (query, keys, values) + ((valid,) if valid is not None else ())}
+    if len(devices) != 1:
+        raise ValueError(f"query, keys, values and valid must be on one device, got {sorted(map(str, devices))}")
+    if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
+        raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
+
+
+def _aggregate(sim: torch.Tensor, values: torch.Tensor, top_k: int | None) -> torch.Tensor:
+    """sim (B, m, L) float32 with -inf at invalid positions, values (B, N, L) float32 ->
+    (B, N, m) float32; rows without any finite similarity read zeros."""
+    length = sim.shape[-1]
+    if top_k is None or top_k >= length:
+        weights = torch.softmax(sim, dim=-1)
+        empty = torch.isneginf(sim.amax(dim=-1, keepdim=True))
+        weights = weights.masked_fill(empty, 0.0)  # softmax of all -inf is NaN
+        return torch.bmm(values, weights.transpose(1, 2))
+    top_vals, top_idx = torch.topk(sim, k=top_k, dim=-1)  # (B, m, k), sorted
+    weights = torch.softmax(top_vals, dim=-1).masked_fill(torch.isneginf(top_vals[..., :1]), 0.0)
+    b, n, _ = values.shape
+    m = top_idx.shape[1]
+    idx = top_idx.unsqueeze(1).expand(b, n, m, top_k)
+    picked = torch.gather(values.unsqueeze(2).expand(b, n, m, length), 3, idx)
+    return (picked * weights.unsqueeze(1)).sum(dim=-1)
+
+
+@fp32_readout
+def topk_readout_torch(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                       valid: torch.Tensor | None, top_k: int | None) -> torch.Tensor:
+    """The reference readout (see the module docstring).
+
+    query: (B, C, M) key dtype (float32/float16/bfloat16); keys: (B, C, L) key dtype;
+    values: (B, N, L) float32/float16; valid: (B, L) bool or None (all valid);
+    top_k: positions kept per query row (None or >= L: softmax over all valid positions).
+    Returns (B, N, M) float32.
+    """
+    check_readout_args(query, keys, values, valid, top_k)
+    b, _, m = query.shape
+    length = keys.shape[2]
+    values32 = values.float()
+    out = torch.empty(b, values.shape[1], m, dtype=torch.float32, device=query.device)
+    rows = max(1, _CHUNK_ELEMENTS // max(1, b * length))
+    invalid = None if valid is None else ~valid[:, None, :]
+    for m0 in range(0, m, rows):
+        sim = similarity(keys, query[:, :, m0:m0 + rows])  # (B, rows, L) float32
+        if invalid is not None:
+            sim = sim.masked_fill(invalid, float("-inf"))
+        out[:, :, m0:m0 + rows] = _aggregate(sim, values32, top_k)
+    return out
+
+
+@functools.lru_cache(maxsize=None)
+def triton_available() -> bool:
+    """Whether the Triton kernel can be used: ``triton`` is importable (checked once)."""
+    if importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        from . import triton_readout  # noqa: F401  (imports triton)
+    except Exception:  # a broken triton install: fall back to torch
+        return False
+    return True
+
+
+def choose_backend(query: torch.Tensor, top_k: int | None, backend: str = "auto") -> str:
+    """'triton' for CUDA tensors with triton importable and 1 <= top_k <= TRITON_MAX_TOP_K,
+    else 'torch'; an explicit 'torch'/'triton' is returned as is (validated)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend != "auto":
+        return backend
+    if query.device.type == "cuda" and top_k is not None and top_k <= TRITON_MAX_TOP_K and triton_available():
+        return "triton"
+    return "torch"
+
+
+def topk_readout(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
+                 valid: torch.Tensor | None, top_k: int | None, *, backend: str = "auto") -> torch.Tensor:
+    """Batched, masked top-k readout: (B, C, M), (B, C, L), (B, N, L), (B, L) bool or None
+    -> (B, N, M) float32. backend 'auto' (Triton on CUDA when available, else torch),
+    'torch' or 'triton' (CUDA, or any device under TRITON_INTERPRET=1)."""
+    if choose_backend(query, top_k, backend) == "triton":
+        from .triton_readout import topk_readout_triton
+
+        return topk_readout_triton(query, keys, values, valid, top_k)
+    return topk_readout_torch(query, keys, values, valid, top_k)

@@ -1,0 +1,164 @@
+"""The batched, masked top-k readout: torch reference, dispatcher, Triton kernel (under the
+interpreter, in a subprocess) and the key-precision agreement measure."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from stmae.kernels import choose_backend, topk_readout, topk_readout_torch
+from stmae.kernels.agreement import set_overlap, topk_set_agreement
+from stmae.readout import readout
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _case(seed=0, b=3, c=16, m=10, length=50, n=2):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(b, c, m, generator=g), torch.randn(b, c, length, generator=g),
+            torch.rand(b, n, length, generator=g), g)
+
+
+@pytest.mark.parametrize("top_k", [1, 7, 30, None])
+def test_unmasked_equals_the_readout(top_k):
+    query, keys, values, _ = _case()
+    got = topk_readout_torch(query, keys, values, None, top_k)
+    assert got.dtype == torch.float32 and got.shape == (3, 2, 10)
+    assert torch.allclose(got, readout(keys, values, query, top_k), atol=1e-6)
+
+
+@pytest.mark.parametrize("top_k", [4, 30, None])
+def test_masked_equals_the_readout_over_valid_positions_only(top_k):
+    query, keys, values, g = _case(seed=1)
+    valid = torch.rand(3, 50, generator=g) > 0.4
+    valid[2] = False
+    valid[2, :3] = True  # fewer valid positions than top_k
+    got = topk_readout_torch(query, keys, values, valid, top_k)
+    for s in range(3):
+        sel = valid[s]
+        want = readout(keys[s:s + 1, :, sel], values[s:s + 1, :, sel], query[s:s + 1], top_k)
+        assert torch.allclose(got[s:s + 1], want, atol=1e-6), s
+
+
+def test_stream_without_memory_reads_zeros_not_nan():
+    query, keys, values, _ = _case(seed=2)
+    valid = torch.ones(3, 50, dtype=torch.bool)
+    valid[1] = False
+    for top_k in (5, None):
+        got = topk_readout_torch(query, keys, values, valid, top_k)
+        assert torch.isfinite(got).all()
+        assert torch.equal(got[1], torch.zeros_like(got[1]))
+
+
+def test_half_keys_and_values_read_in_float32():
+    query, keys, values, _ = _case(seed=3)
+    for dtype in (torch.float16, torch.bfloat16):
+        got = topk_readout_torch(query.to(dtype), keys.to(dtype), values.half(), None, 5)
+        want = readout(keys.to(dtype).float(), values.half().float(), query.to(dtype).float(), 5)
+        assert got.dtype == torch.float32 and torch.allclose(got, want, atol=1e-6)
+
+
+def test_reference_ignores_autocast():
+    query, keys, values, _ = _case(seed=4)
+    want = topk_readout_torch(query * 5, keys * 5, values, None, 5)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = topk_readout_torch(query * 5, keys * 5, values, None, 5)
+    assert got.dtype == torch.float32 and torch.equal(got, want)
+
+
+def test_blocks_of_query_rows_give_the_same_result(monkeypatch):
+    import stmae.kernels.topk as mod
+
+    query, keys, values, _ = _case(seed=5, m=37)
+    want = topk_readout_torch(query, keys, values, None, 6)
+    monkeypatch.setattr(mod, "_CHUNK_ELEMENTS", 3 * 50 * 4)  # 4 rows per block
+    assert torch.equal(topk_readout_torch(query, keys, values, None, 6), want)
+
+
+def test_bad_arguments_are_refused():
+    query, keys, values, _ = _case()
+    with pytest.raises(ValueError, match="keys"):
+        topk_readout_torch(query, keys[:, :8], values, None, 5)
+    with pytest.raises(ValueError, match="values"):
+        topk_readout_torch(query, keys, values[:, :, :40], None, 5)
+    with pytest.raises(ValueError, match="valid must be"):
+        topk_readout_torch(query, keys, values, torch.ones(3, 49, dtype=torch.bool), 5)
+    with pytest.raises(ValueError, match="top_k"):
+        topk_readout_torch(query, keys, values, None, 0)
+    with pytest.raises(ValueError, match="backend"):
+        topk_readout(query, keys, values, None, 5, backend="cuda")
+
+
+def test_dispatcher_picks_triton_only_on_cuda_with_triton(monkeypatch):
+    import stmae.kernels.topk as mod
+
+    cuda = SimpleNamespace(device=torch.device("cuda", 0))
+    cpu = torch.zeros(1, 1, 1)
+    monkeypatch.setattr(mod, "triton_available", lambda: True)
+    assert choose_backend(cuda, 30) == "triton"
+    assert choose_backend(cuda, None) == "torch"  # softmax over all of memory: torch
+    assert choose_backend(cuda, mod.TRITON_MAX_TOP_K + 1) == "torch"
+    assert choose_backend(cpu, 30) == "torch"
+    assert choose_backend(cpu, 30, "triton") == "triton"
+    monkeypatch.setattr(mod, "triton_available", lambda: False)
+    assert choose_backend(cuda, 30) == "torch"
+    query, keys, values, _ = _case()
+    assert torch.equal(topk_readout(query, keys, values, None, 5), topk_readout_torch(query, keys, values, None, 5))
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed here")
+def test_triton_kernel_under_the_interpreter_matches_the_reference():
+    """TRITON_INTERPRET must be set before triton is imported, so the check runs in a
+    subprocess (tests/stmae/interpret_readout_case.py): fp32/fp16/bf16 keys, masks, fewer
+    valid positions than k, an empty stream, several memory splits; same top-k sets
+    (one-hot values expose them) and values within 1e-4."""
+    env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
+    proc = subprocess.run([sys.executable, str(ROOT / "tests/stmae/interpret_readout_case.py")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.count("ok ") == 7, proc.stdout
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed here")
+def test_triton_kernel_on_cuda_matches_the_reference():  # pragma: no cover - GPU only
+    from stmae.kernels.triton_readout import topk_readout_triton
+
+    g = torch.Generator(device="cuda").manual_seed(0)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):
+        query = torch.randn(4, 256, 300, device="cuda", generator=g).to(dtype)
+        keys = torch.randn(4, 256, 3000, device="cuda", generator=g).to(dtype)
+        values = torch.rand(4, 3, 3000, device="cuda", generator=g)
+        valid = torch.rand(4, 3000, device="cuda", generator=g) > 0.3
+        got = topk_readout_triton(query, keys, values, valid, 30)
+        want = topk_readout_torch(query, keys, values, valid, 30)
+        assert float((got - want).abs().max()) < 2e-3, dtype
+
+
+def test_agreement_is_total_for_float32_and_measured_for_half():
+    query, keys, values, _ = _case(seed=6, c=64, m=40, length=300)
+    same = topk_set_agreement(query, keys, 30, torch.float32, values)
+    assert same.identical == 1.0 and same.overlap == 1.0 and same.max_abs_sim_error == 0.0
+    assert same.max_abs_readout_error == 0.0 and same.rows == 3 * 40
+    half = topk_set_agreement(query * 30, keys * 30, 30, torch.bfloat16, values)
+    assert 0.0 < half.overlap <= 1.0 and half.max_abs_sim_error > 0
+
+
+def test_agreement_counts_a_set_changed_by_rounding():
+    """Two memory positions whose similarities differ by less than bf16 can resolve: the
+    k-th place swaps in bf16, and exactly that row loses one of its k members."""
+    keys = torch.zeros(1, 2, 4)
+    keys[0, 0] = torch.tensor([10.0, 9.0, 1.0 + 2 ** -10, 1.0])  # positions 2 and 3 round equal in bf16
+    keys[0, 1] = torch.tensor([0.0, 0.0, 0.0, 0.5])  # ... but position 3 wins once rounded
+    query = torch.tensor([[[1.0, 1.0], [0.0, 1.0]]])  # row 0 -> sims 10, 9, 1+2^-10, 1; row 1 -> 0 0 0 .5
+    got = topk_set_agreement(query, keys, 3, torch.bfloat16)
+    assert got.rows == 2 and got.identical == 0.5
+    assert got.min_overlap == pytest.approx(2 / 3)
+    assert set_overlap(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 3]])).item() == pytest.approx(2 / 3)
