@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any, Mapping
 
 import torch
 
@@ -50,16 +51,22 @@ def create_backend(
     export_dir: str | Path | None = None,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
+    options: Mapping[str, Any] | None = None,
 ) -> Backend:
     """Create a backend.
 
     name: 'torch' (needs ``checkpoint``; ``precision`` fp32, or fp16/bf16 on CUDA),
     'onnxruntime' or 'tensorrt' (need ``export_dir``; the precision is the export's).
+    options: keyword arguments of the export backend's ``from_export_dir``, e.g.
+    ``{"profile": TrtProfile.for_frames(480, 864, objects=2), "tf32": False}`` for
+    'tensorrt', ``{"trt_profile": ..., "providers": [...]}`` for 'onnxruntime'.
     Raises BackendUnavailable or stmae.CheckpointError with a message saying what to do.
     """
     if name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
     if name == "torch":
+        if options:
+            raise BackendUnavailable(f"the torch backend takes no backend options, got {sorted(options)}")
         if checkpoint is None:
             raise BackendUnavailable("the torch backend needs a checkpoint (--checkpoint FILE)")
         dev = resolve_device(device)
@@ -73,4 +80,4 @@ def create_backend(
             f"{export_dir} is not an export folder (no manifest.json); create one with stmae-export"
         )
     cls = _import_export_backend(name)
-    return cls.from_export_dir(export_dir, device=device)
+    return cls.from_export_dir(export_dir, device=device, **dict(options or {}))

@@ -19,6 +19,21 @@
   switched off (int8 exports keep a Q/DQ pair per reader of a tensor, which common
   subexpression elimination would merge back, leaving those convolutions float32).
 
+- On CUDA (not run in the session that wrote this: no GPU, no onnxruntime-gpu there;
+  tests/runtime/test_ort_backend_api.py checks the calls against a recording fake):
+  - the CUDA and TensorRT providers get ``device_id`` of ``device`` and the backend's own
+    non-default stream as ``user_compute_stream``; a run is ordered with torch's current
+    stream by events and ``disable_synchronize_execution_providers`` (no host syncs; the
+    run's tensors stay referenced until its event completes, :mod:`.async_run`);
+  - the TensorRT provider gets ``trt_profile_min/opt/max_shapes`` from a
+    :class:`TrtProfile` (default: any video up to 4 x 16 objects x 1088x1920) besides its
+    engine and timing caches, so it builds once per profile instead of whenever a shape
+    changes (a new object, another video size);
+  - TF32: the CUDA provider gets ``use_tf32=0`` unless ``tf32=True`` (fp32 means IEEE
+    fp32). ONNX Runtime's TensorRT provider has no TF32 option: its engines keep
+    TensorRT's default (TF32 allowed in float32 layers); use the tensorrt backend where
+    that matters.
+
 Graph inputs and outputs are float32 whatever the export precision (precision lives in the
 graph: fp16 Casts or int8 Q/DQ nodes inside).
 """
@@ -41,10 +56,14 @@ from ..export_manifest import (
     ExportManifest,
     load_manifest,
 )
+from .async_run import AsyncRuns
 from .base import KeyFeatures
+from .trt_profile import TrtProfile
 
 _INSTALL = "pip install onnxruntime-gpu (Linux x86_64 with CUDA) or onnxruntime"
 _PREFERRED_GPU = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+NO_SYNC = "disable_synchronize_execution_providers"
 
 
 def _import_ort():
@@ -90,18 +109,29 @@ def default_providers(device: torch.device, available: Sequence[str]) -> list[st
     return chosen
 
 
-def _provider_options(name: str, device: torch.device, cache_dir: Path) -> dict:
+def provider_options(name: str, device: torch.device, cache_dir: Path, stream: int | None = None,
+                     trt_shapes: dict[str, str] | None = None, tf32: bool = False) -> dict:
+    """Options of a GPU execution provider for one graph's session.
+
+    stream: the cudaStream_t the provider computes on (never 0: ONNX Runtime treats 0 as
+    no stream); trt_shapes: TrtProfile.ort_provider_shapes(graph, channels)."""
+    options: dict = {}
+    if name in _GPU_PROVIDERS:
+        options["device_id"] = device.index or 0
+        if stream:
+            options["has_user_compute_stream"] = "1"
+            options["user_compute_stream"] = str(int(stream))
     if name == "CUDAExecutionProvider":
-        return {"device_id": device.index or 0}
+        options["use_tf32"] = "1" if tf32 else "0"
     if name == "TensorrtExecutionProvider":
-        return {
-            "device_id": device.index or 0,
+        options.update({
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(cache_dir),
             "trt_timing_cache_enable": True,
             "trt_timing_cache_path": str(cache_dir),
-        }
-    return {}
+        })
+        options.update(trt_shapes or {})
+    return options
 
 
 class OrtBackend:
@@ -122,29 +152,47 @@ class OrtBackend:
         providers: Sequence[str | tuple[str, dict]] | None = None,
         intra_op_threads: int | None = None,
         allow_spinning: bool | None = None,
+        trt_profile: TrtProfile | None = None,
+        tf32: bool = False,
+        runs: AsyncRuns | None = None,
     ) -> None:
         ort = _import_ort()
         self.manifest = manifest
         self.device = device
         self.precision = manifest.precision
         self.export_dir = Path(export_dir)
+        self.trt_profile = trt_profile or TrtProfile()
+        self.tf32 = bool(tf32)
+        self._channels = tuple(int(manifest.graphs[KEY_ENCODER].output(n).shape[1]) for n in ("f16", "f8", "f4"))
         available = ort.get_available_providers()
         if providers is None:
-            names = default_providers(device, available)
-            cache = Path(os.environ.get("STMAE_TRT_CACHE", Path.home() / ".cache" / "stmae" / "trt"))
-            if "TensorrtExecutionProvider" in names:
-                cache.mkdir(parents=True, exist_ok=True)
-            chosen = [(n, _provider_options(n, device, cache)) for n in names]
+            requested = [(n, {}) for n in default_providers(device, available)]
         else:
-            chosen = [p if isinstance(p, tuple) else (p, {}) for p in providers]
-            missing = [n for n, _ in chosen if n not in available]
+            requested = [p if isinstance(p, tuple) else (p, {}) for p in providers]
+            missing = [n for n, _ in requested if n not in available]
             if missing:
                 raise BackendUnavailable(
                     f"execution provider(s) {missing} are not in this ONNX Runtime build "
                     f"(available: {available}); {_INSTALL}"
                 )
-            if device.type == "cuda" and not any(n != "CPUExecutionProvider" for n, _ in chosen):
+            if device.type == "cuda" and not any(n != "CPUExecutionProvider" for n, _ in requested):
                 raise BackendUnavailable("device is CUDA but only the CPU provider was asked for")
+        # On CUDA every run goes on one non-default stream of this backend (see async_run).
+        self._runs = runs if runs is not None else (AsyncRuns(device) if device.type == "cuda" else None)
+        stream = self._runs.handle if self._runs is not None else None
+        cache = Path(os.environ.get("STMAE_TRT_CACHE", Path.home() / ".cache" / "stmae" / "trt"))
+        if device.type == "cuda" and any(n == "TensorrtExecutionProvider" for n, _ in requested):
+            cache.mkdir(parents=True, exist_ok=True)
+        chosen = {
+            graph: [
+                (n, {**provider_options(n, device, cache, stream,
+                                        self.trt_profile.ort_provider_shapes(graph, self._channels), self.tf32),
+                     **user})
+                if device.type == "cuda" else (n, user)
+                for n, user in requested
+            ]
+            for graph in (KEY_ENCODER, MASK_AUTOENCODER)
+        }
         if intra_op_threads is not None and (not isinstance(intra_op_threads, int) or intra_op_threads < 1):
             raise ValueError(f"intra_op_threads must be a positive integer, got {intra_op_threads!r}")
         options = ort.SessionOptions()
@@ -155,23 +203,37 @@ class OrtBackend:
         self.allow_spinning = device.type != "cpu" if allow_spinning is None else bool(allow_spinning)
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
         self.threads = options.intra_op_num_threads
-        self._sessions = {
-            name: self._session(
-                ort, self.export_dir / manifest.graphs[name].file, options, chosen,
+        self._sessions = {}
+        self.provider_options: dict[str, list[tuple[str, dict]]] = {}
+        for name in (KEY_ENCODER, MASK_AUTOENCODER):
+            self._sessions[name], self.provider_options[name] = self._session(
+                ort, self.export_dir / manifest.graphs[name].file, options, chosen[name],
                 manifest.onnxruntime_disabled_optimizers,
             )
-            for name in (KEY_ENCODER, MASK_AUTOENCODER)
-        }
         self.providers = {name: s.get_providers() for name, s in self._sessions.items()}
+        # A run may skip host synchronisation only where every GPU provider of the session
+        # computes on this backend's stream (a user's own options may point elsewhere).
+        self._on_our_stream = {
+            name: stream is not None and all(
+                opts.get("user_compute_stream") == str(stream)
+                for n, opts in self.provider_options[name] if n in _GPU_PROVIDERS and n in self.providers[name]
+            )
+            for name in self._sessions
+        }
+        self._run_options = None
+        if any(self._on_our_stream.values()):
+            self._run_options = ort.RunOptions()
+            self._run_options.add_run_config_entry(NO_SYNC, "1")
         self._check_io()
-        self._channels = tuple(int(manifest.graphs[KEY_ENCODER].output(n).shape[1]) for n in ("f16", "f8", "f4"))
 
     @staticmethod
     def _session(ort, path: Path, options, chosen, disabled: Sequence[str] = ()):
+        """(session, the provider list it was created with)."""
         try:
-            return ort.InferenceSession(
+            session = ort.InferenceSession(
                 str(path), sess_options=options, providers=chosen, disabled_optimizers=list(disabled) or None
             )
+            return session, chosen
         except Exception as exc:  # ORT raises its own exception types (Fail, InvalidGraph, ...)
             names = [n for n, _ in chosen]
             if "TensorrtExecutionProvider" in names and len(names) > 1:
@@ -205,13 +267,17 @@ class OrtBackend:
         providers: Sequence[str | tuple[str, dict]] | None = None,
         intra_op_threads: int | None = None,
         allow_spinning: bool | None = None,
+        trt_profile: TrtProfile | None = None,
+        tf32: bool = False,
     ) -> "OrtBackend":
         """Open an export folder (manifest checked: contract version and sha256 of both
         graphs) on ``device`` ('cpu' or 'cuda[:i]'). allow_spinning: whether idle intra-op
-        threads spin-wait (None: not on the CPU, yes on CUDA). Raises ExportManifestError or
-        BackendUnavailable with a message saying what to do."""
+        threads spin-wait (None: not on the CPU, yes on CUDA); trt_profile: the shapes the
+        TensorRT provider builds its engines for; tf32: allow TF32 in the CUDA provider.
+        Raises ExportManifestError or BackendUnavailable with a message saying what to do."""
         manifest = load_manifest(export_dir, verify_hashes=True)
-        return cls(export_dir, manifest, _resolve_device(device), providers, intra_op_threads, allow_spinning)
+        return cls(export_dir, manifest, _resolve_device(device), providers, intra_op_threads, allow_spinning,
+                   trt_profile, tf32)
 
     # -- binding ---------------------------------------------------------------------------
     def _prepare(self, tensor: torch.Tensor, what: str) -> torch.Tensor:
@@ -225,9 +291,12 @@ class OrtBackend:
         )
 
     def _bind_output(self, binding, name: str, shape: tuple[int, ...]) -> torch.Tensor:
-        out = torch.empty(shape, dtype=torch.float32, device=self.device)
+        out = self._empty(shape)
         binding.bind_output(name, self.device.type, self.device.index or 0, np.float32, shape, out.data_ptr())
         return out
+
+    def _empty(self, shape: tuple[int, ...]) -> torch.Tensor:
+        return torch.empty(shape, dtype=torch.float32, device=self.device)
 
     def _run(self, graph: str, inputs: dict[str, torch.Tensor], outputs: dict[str, tuple[int, ...]]):
         session = self._sessions[graph]
@@ -235,11 +304,19 @@ class OrtBackend:
         for name, tensor in inputs.items():
             self._bind_input(binding, name, tensor)
         result = {name: self._bind_output(binding, name, shape) for name, shape in outputs.items()}
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()  # inputs written by torch
+        if self.device.type != "cuda":
+            session.run_with_iobinding(binding)
+        elif self._on_our_stream[graph]:
+            # Ordered by events with torch's current stream; no host synchronisation.
+            self._runs.begin()
+            try:
+                session.run_with_iobinding(binding, self._run_options)
+            finally:
+                self._runs.end(list(inputs.values()) + list(result.values()))
+        else:  # a provider computes on a stream not ours: synchronise around the run
+            torch.cuda.current_stream(self.device).synchronize()
             binding.synchronize_inputs()
-        session.run_with_iobinding(binding)
-        if self.device.type == "cuda":
+            session.run_with_iobinding(binding)
             binding.synchronize_outputs()
         return result
 
