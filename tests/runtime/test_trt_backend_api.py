@@ -23,7 +23,8 @@ from runtime.backends.trt_backend import TrtBackend, _Engine
 from runtime.backends.trt_build import TrtBuildOptions, build_engine, engine_identity, load_or_build
 from runtime.backends.trt_profile import TrtProfile
 from runtime.errors import BackendUnavailable
-from runtime.export_manifest import GRAPH_FILES, GraphSpec, ExportManifest, TensorSpec
+
+from .fake_export import fake_export_manifest
 
 STREAM = 0x7F00AB  # the fake non-default stream handle
 
@@ -313,7 +314,7 @@ def test_build_clears_tf32_unless_asked_and_records_it(tmp_path):
     assert trt11.network_flags == [0]
 
 
-def test_cache_is_vouched_for_by_its_manifest(tmp_path):
+def test_cache_is_vouched_for_by_itsfake_export_manifest(tmp_path):
     trt = add_builder(fake_trt())
     builds = []
 
@@ -344,31 +345,13 @@ def test_cache_is_vouched_for_by_its_manifest(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def _manifest(tmp_path) -> ExportManifest:
-    def spec(graph, ins, outs):
-        (tmp_path / GRAPH_FILES[graph]).write_bytes(b"onnx")
-        return GraphSpec(GRAPH_FILES[graph], "cd" * 32, 4, tuple(TensorSpec(n, "float32", s) for n, s in ins),
-                         tuple(TensorSpec(n, "float32", s) for n, s in outs))
-
-    f = ("batch", 16, "h16", "w16")
-    graphs = {
-        "key_encoder": spec("key_encoder", [("image", ("batch", 3, "h", "w"))],
-                            [("f16", f), ("f8", ("batch", 8, "h8", "w8")), ("f4", ("batch", 4, "h4", "w4"))]),
-        "mask_autoencoder": spec("mask_autoencoder", [("image", ("batch", 3, "h", "w")), ("f16", f),
-                                                      ("f8", ("batch", 8, "h8", "w8")), ("f4", ("batch", 4, "h4", "w4")),
-                                                      ("coarse", ("batch", "objects", "h16", "w16"))],
-                                 [("prob", ("batch", "objects+1", "h", "w"))]),
-    }
-    return ExportManifest(1, "fp32", 17, {"top_k": 30}, graphs, {}, {})
-
-
 def test_backend_builds_each_graph_for_its_profile_and_records_the_build(tmp_path, monkeypatch):
     trt = add_builder(fake_trt())
     monkeypatch.setattr(trt_backend, "_import_trt", lambda: trt)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
     profile = TrtProfile.for_frames(120, 200, objects=3)
     assert profile.max_hw == (128, 208) and profile.max_objects == 3
-    backend = TrtBackend(tmp_path, _manifest(tmp_path), torch.device("cpu"), profile, cache_dir=tmp_path / "cache",
+    backend = TrtBackend(tmp_path, fake_export_manifest(tmp_path), torch.device("cpu"), profile, cache_dir=tmp_path / "cache",
                          runs=FakeRuns())
     assert set(backend.build_info) == {"key_encoder", "mask_autoencoder"}
     mask_profile = backend.build_info["mask_autoencoder"]["identity"]["profile"]
