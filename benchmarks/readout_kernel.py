@@ -31,11 +31,11 @@ from pathlib import Path
 import torch
 
 AIM_MS_PER_FRAME = 0.3
-CONFIGS = (  # (block_m, block_l, block_c, num_warps, num_stages)
-    (64, 64, 64, 4, 2),
-    (64, 128, 64, 8, 2),
+CONFIGS = (  # (block_m, block_l, block_c, num_warps, num_stages); the first is the default
+    (64, 64, 64, 8, 2),
+    (64, 32, 64, 4, 2),
     (128, 64, 64, 8, 2),
-    (128, 128, 32, 8, 3),
+    (64, 64, 64, 8, 3),
 )
 
 

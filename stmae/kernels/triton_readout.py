@@ -34,6 +34,7 @@ agree on the top-k sets except for exact ties.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -42,15 +43,20 @@ import triton.language as tl
 
 from .topk import TRITON_MAX_TOP_K, check_readout_args
 
-NEG_INF = float("-inf")
+NEG_INF = tl.constexpr(float("-inf"))
+MAX_SPLITS = 16  # the finish kernel holds SPLITS x K_PAD candidates per row in registers
+POS_INF = tl.constexpr(float("inf"))
 
 
 @triton.jit
-def _merge_topk(top_v, top_i, cand_v, cand_i, TOPK: tl.constexpr, K_PAD: tl.constexpr, WIDTH: tl.constexpr):
+def _merge_topk(top_v, top_i, cand_v, cand_i, TOPK: tl.constexpr, K_PAD: tl.constexpr, WIDTH: tl.constexpr,
+                DENSE: tl.constexpr):
     """Merge candidates (R, WIDTH) into a running top-k (R, K_PAD).
 
     top_v: float32, slots >= TOPK hold +inf so that they are never the minimum;
-    unfilled slots hold -inf. Candidates equal to the k-th best are not taken."""
+    unfilled slots hold -inf. Candidates equal to the k-th best are not taken.
+    DENSE: candidate j is memory position cand_i + j (cand_i a scalar: no index tile);
+    else cand_i (R, WIDTH) holds each candidate's position."""
     slots = tl.arange(0, K_PAD)
     cols = tl.arange(0, WIDTH)
     kth = tl.min(top_v, axis=1)
@@ -60,7 +66,10 @@ def _merge_topk(top_v, top_i, cand_v, cand_i, TOPK: tl.constexpr, K_PAD: tl.cons
         best = tl.max(cand_v, axis=1)
         arg = tl.argmax(cand_v, axis=1)
         pick = cols[None, :] == arg[:, None]
-        best_i = tl.sum(tl.where(pick, cand_i, 0), axis=1)
+        if DENSE:
+            best_i = cand_i + arg
+        else:
+            best_i = tl.sum(tl.where(pick, cand_i, 0), axis=1)
         worst = tl.min(top_v, axis=1)
         worst_slot = tl.argmin(top_v, axis=1)
         hit = (slots[None, :] == worst_slot[:, None]) & (best > worst)[:, None]
@@ -80,11 +89,11 @@ def _partial_topk_kernel(
 ):
     pid_m = tl.program_id(0)
     split = tl.program_id(1)
-    b = tl.program_id(2)
+    b = tl.program_id(2).to(tl.int64)  # batch offsets can pass 2**31 elements
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     slots = tl.arange(0, K_PAD)
     row_ok = offs_m < M
-    top_v = tl.zeros((BLOCK_M, K_PAD), tl.float32) + tl.where(slots < TOPK, NEG_INF, float("inf"))[None, :]
+    top_v = tl.zeros((BLOCK_M, K_PAD), tl.float32) + tl.where(slots < TOPK, NEG_INF, POS_INF)[None, :]
     top_i = tl.full((BLOCK_M, K_PAD), -1, tl.int32)
     l_start = split * L_PER_SPLIT
     l_end = tl.minimum(l_start + L_PER_SPLIT, L)
@@ -111,8 +120,7 @@ def _partial_topk_kernel(
         if HAS_VALID:
             ok = ok & (tl.load(valid_ptr + b * sva_b + offs_l * sva_l, mask=in_range, other=0) != 0)
         cand_v = tl.where(ok[None, :], acc, NEG_INF)
-        cand_i = tl.zeros((BLOCK_M, BLOCK_L), tl.int32) + offs_l[None, :]
-        top_v, top_i = _merge_topk(top_v, top_i, cand_v, cand_i, TOPK, K_PAD, BLOCK_L)
+        top_v, top_i = _merge_topk(top_v, top_i, cand_v, l0, TOPK, K_PAD, BLOCK_L, True)
     out_off = b * sp_b + split * sp_s + offs_m[:, None] * sp_m + slots[None, :]
     store_ok = row_ok[:, None] & (slots[None, :] < K_PAD)
     tl.store(pv_ptr + out_off, top_v, mask=store_ok)
@@ -127,7 +135,7 @@ def _finish_kernel(
     TOPK: tl.constexpr, K_PAD: tl.constexpr, SPLITS_PAD: tl.constexpr, BLOCK_M: tl.constexpr,
 ):
     pid_m = tl.program_id(0)
-    b = tl.program_id(1)
+    b = tl.program_id(1).to(tl.int64)
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     row_ok = offs_m < M
     slots = tl.arange(0, K_PAD)
@@ -140,9 +148,9 @@ def _finish_kernel(
     load_ok = row_ok[:, None] & col_ok[None, :]
     cand_v = tl.load(pv_ptr + off, mask=load_ok, other=NEG_INF)
     cand_i = tl.load(pi_ptr + off, mask=load_ok, other=-1)
-    top_v = tl.zeros((BLOCK_M, K_PAD), tl.float32) + tl.where(slots < TOPK, NEG_INF, float("inf"))[None, :]
+    top_v = tl.zeros((BLOCK_M, K_PAD), tl.float32) + tl.where(slots < TOPK, NEG_INF, POS_INF)[None, :]
     top_i = tl.full((BLOCK_M, K_PAD), -1, tl.int32)
-    top_v, top_i = _merge_topk(top_v, top_i, cand_v, cand_i, TOPK, K_PAD, WIDTH)
+    top_v, top_i = _merge_topk(top_v, top_i, cand_v, cand_i, TOPK, K_PAD, WIDTH, False)
     kept = (slots[None, :] < TOPK) & (top_i >= 0)
     masked = tl.where(kept, top_v, NEG_INF)
     mx = tl.max(masked, axis=1)
@@ -165,21 +173,25 @@ def _pow2(x: int) -> int:
     return 1 << max(0, int(x) - 1).bit_length()
 
 
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).multi_processor_count
+    return 1  # the interpreter
+
+
 def _default_splits(device: torch.device, programs: int, tiles: int) -> int:
     """Memory splits so that about two programs per multiprocessor run, each over at
     least 4 tiles."""
-    if device.type == "cuda":
-        sms = torch.cuda.get_device_properties(device).multi_processor_count
-    else:  # the interpreter: a couple of splits so that the merge is exercised
-        sms = 1
+    sms = _multiprocessors(device)
     want = -(-2 * sms // max(1, programs))
-    return int(max(1, min(want, 32, max(1, tiles // 4))))
+    return int(max(1, min(want, MAX_SPLITS, max(1, tiles // 4))))
 
 
 def topk_readout_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                         valid: torch.Tensor | None, top_k: int | None, *,
                         block_m: int = 64, block_l: int = 64, block_c: int = 64,
-                        splits: int | None = None, num_warps: int = 4, num_stages: int = 2) -> torch.Tensor:
+                        splits: int | None = None, num_warps: int = 8, num_stages: int = 2) -> torch.Tensor:
     """The fused readout. query (B, C, M), keys (B, C, L) in the key dtype (fp16/bf16;
     fp32 runs IEEE fp32 products), values (B, N, L) float32/float16, valid (B, L) bool or
     None, 1 <= top_k <= TRITON_MAX_TOP_K (None: use the torch path) -> (B, N, M) float32.
@@ -207,7 +219,7 @@ def topk_readout_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.T
     tiles = triton.cdiv(length, block_l)
     if splits is None:
         splits = _default_splits(device, b * m_blocks, tiles)
-    splits = max(1, min(int(splits), tiles))
+    splits = max(1, min(int(splits), tiles, MAX_SPLITS))
     tiles_per_split = triton.cdiv(tiles, splits)
     l_per_split = tiles_per_split * block_l
     splits = triton.cdiv(tiles, tiles_per_split)  # no empty split
@@ -226,13 +238,14 @@ def topk_readout_triton(query: torch.Tensor, keys: torch.Tensor, values: torch.T
         UPCAST=keys.dtype == torch.bfloat16 and interpreted(), TOPK=top_k, K_PAD=k_pad,
         BLOCK_M=block_m, BLOCK_L=block_l, BLOCK_C=block_c, num_warps=num_warps, num_stages=num_stages,
     )
-    finish_m = 32
+    finish_m = 16  # 16 rows x SPLITS_PAD x K_PAD candidates: no register spills (ptxas, sm_90)
     _finish_kernel[(triton.cdiv(m, finish_m), b)](
         part_v, part_i, values, out,
         m, n, splits,
         part_v.stride(0), part_v.stride(1), part_v.stride(2),
         values.stride(0), values.stride(1), values.stride(2),
         out.stride(0), out.stride(1), out.stride(2),
-        TOPK=top_k, K_PAD=k_pad, SPLITS_PAD=_pow2(splits), BLOCK_M=finish_m, num_warps=4,
+        TOPK=top_k, K_PAD=k_pad, SPLITS_PAD=_pow2(splits), BLOCK_M=finish_m,
+        num_warps=4 if _pow2(splits) * k_pad <= 256 else 8,
     )
     return out

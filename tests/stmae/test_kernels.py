@@ -162,3 +162,53 @@ def test_agreement_counts_a_set_changed_by_rounding():
     assert got.rows == 2 and got.identical == 0.5
     assert got.min_overlap == pytest.approx(2 / 3)
     assert set_overlap(torch.tensor([[0, 1, 2]]), torch.tensor([[0, 1, 3]])).item() == pytest.approx(2 / 3)
+
+
+def _ptxas():
+    import triton
+
+    path = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+    return path if path.is_file() else None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed here")
+def test_triton_kernels_compile_for_a_hopper_gpu_without_spilling():
+    """The interpreter accepts Python that the compiler refuses (e.g. a plain float global
+    in a kernel), so both kernels are also compiled ahead of time for sm_90 (H100/H200)
+    with triton's own toolchain, which needs no GPU; ptxas reports no register spills for
+    the default configuration."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    from stmae.kernels import triton_readout as tr
+
+    if _ptxas() is None:
+        pytest.skip("this triton wheel has no NVIDIA toolchain (ptxas)")
+
+    def compile_(kernel, pointers, constexprs, num_warps):
+        sig = {a: ("constexpr" if a in constexprs else pointers.get(a, "i32")) for a in kernel.arg_names}
+        return triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 2})
+
+    def spills(compiled) -> str:
+        ptx = Path(os.environ.get("TMPDIR", "/tmp")) / f"stmae-readout-{os.getpid()}.ptx"
+        ptx.write_text(compiled.asm["ptx"])
+        try:
+            out = subprocess.run([str(_ptxas()), "-v", "--gpu-name=sm_90a", str(ptx), "-o", os.devnull],
+                                 capture_output=True, text=True, timeout=120)
+        finally:
+            ptx.unlink(missing_ok=True)
+        assert out.returncode == 0, out.stderr
+        return out.stderr
+
+    for dtype in ("bf16", "fp16", "fp32"):
+        pointers = {"q_ptr": f"*{dtype}", "k_ptr": f"*{dtype}", "valid_ptr": "*u8", "pv_ptr": "*fp32", "pi_ptr": "*i32"}
+        consts = {"HAS_VALID": True, "IEEE": dtype == "fp32", "UPCAST": False, "TOPK": 30, "K_PAD": 32,
+                  "BLOCK_M": 64, "BLOCK_L": 64, "BLOCK_C": 64}
+        info = spills(compile_(tr._partial_topk_kernel, pointers, consts, 8))
+        if dtype != "fp32":
+            assert "0 bytes spill stores" in info, info
+    pointers = {"pv_ptr": "*fp32", "pi_ptr": "*i32", "v_ptr": "*fp32", "out_ptr": "*fp32"}
+    info = spills(compile_(tr._finish_kernel, pointers, {"TOPK": 30, "K_PAD": 32, "SPLITS_PAD": 8, "BLOCK_M": 16}, 4))
+    assert "0 bytes spill stores" in info, info
