@@ -10,8 +10,9 @@ make training differ from the float32 runtime.
 
 Keys may be float16/bfloat16 (the key dtype): on CUDA the similarity multiplies them as
 they are and accumulates and returns float32 (``torch.bmm(..., out_dtype=torch.float32)``,
-torch >= 2.8), without an fp32 copy of the memory; elsewhere the keys are upcast (exact)
-and multiplied in float32. Top-k, softmax and aggregation are float32 everywhere.
+torch >= 2.8), without an fp32 copy of the memory, when no gradient is needed (that
+overload has no derivative); elsewhere, and in training, the keys are upcast (exact) and
+multiplied in float32. Top-k, softmax and aggregation are float32 everywhere.
 """
 
 from __future__ import annotations
@@ -38,14 +39,20 @@ def fp32_readout(fn):
     return wrapper
 
 
+# Devices whose bmm has the (fp16/bf16 -> fp32) ``out_dtype`` overload.
+OUT_DTYPE_DEVICES = ("cuda",)
+
+
 def key_dtype_bmm_supported(a: torch.Tensor, b: torch.Tensor) -> bool:
     """Whether ``torch.bmm(a, b, out_dtype=torch.float32)`` can multiply these as they are:
-    CUDA, both float16 or both bfloat16, and a torch with the ``out_dtype`` overload."""
+    CUDA, both float16 or both bfloat16, a torch with the ``out_dtype`` overload, and no
+    gradient needed (that overload has no derivative: training upcasts instead)."""
     return (
-        a.device.type == "cuda"
+        a.device.type in OUT_DTYPE_DEVICES
         and a.dtype in HALF_DTYPES
         and a.dtype == b.dtype
         and _HAS_BMM_OUT_DTYPE
+        and not (torch.is_grad_enabled() and (a.requires_grad or b.requires_grad))
     )
 
 
@@ -69,7 +76,8 @@ def similarity(memory_keys: torch.Tensor, query_key: torch.Tensor) -> torch.Tens
     Returns (B, M, L) float32: query-major, so each query's similarities to the memory are
     contiguous and the top-k runs along the fast axis. fp16/bf16 keys on CUDA are
     multiplied in their dtype with float32 accumulation and output (no float32 copy of the
-    memory); elsewhere they are upcast exactly first.
+    memory) when no gradient is needed; otherwise (training, other devices) they are
+    upcast exactly first.
     """
     query_t = query_key.transpose(1, 2)
     if key_dtype_bmm_supported(query_key, memory_keys):

@@ -100,3 +100,21 @@ def test_half_keys_similarity_is_exact_products_accumulated_in_float32():
         assert sim.dtype == torch.float32
         ref = query.double().transpose(1, 2) @ keys.double()
         assert torch.allclose(sim.double(), ref, atol=1e-3)
+
+
+def test_key_dtype_product_only_where_no_gradient_is_needed(monkeypatch):
+    """bmm's out_dtype overload (fp16/bf16 in, fp32 out) has no derivative: training must
+    take the upcast path. The meta device stands in for CUDA (it has the overload)."""
+    import stmae.readout as readout_mod
+
+    monkeypatch.setattr(readout_mod, "OUT_DTYPE_DEVICES", ("cuda", "meta"))
+    keys = torch.empty(1, 8, 20, dtype=torch.float16, device="meta")
+    query = torch.empty(1, 8, 6, dtype=torch.float16, device="meta")
+    assert readout_mod.key_dtype_bmm_supported(query, keys)
+    with torch.inference_mode():
+        assert similarity(keys, query).dtype == torch.float32
+    keys.requires_grad_(True)
+    assert not readout_mod.key_dtype_bmm_supported(query, keys)
+    sim = similarity(keys, query)
+    sim.sum().backward()  # the out_dtype overload would raise "derivative ... not implemented"
+    assert sim.dtype == torch.float32 and keys.grad is not None
