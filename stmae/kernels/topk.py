@@ -126,14 +126,18 @@ def triton_available() -> bool:
     return True
 
 
-def choose_backend(query: torch.Tensor, top_k: int | None, backend: str = "auto") -> str:
-    """'triton' for CUDA tensors with triton importable and 1 <= top_k <= TRITON_MAX_TOP_K,
-    else 'torch'; an explicit 'torch'/'triton' is returned as is (validated)."""
+def choose_backend(query: torch.Tensor, top_k: int | None, backend: str = "auto", needs_grad: bool = False) -> str:
+    """'triton' for CUDA tensors with triton importable, 1 <= top_k <= TRITON_MAX_TOP_K and
+    no gradient needed (the kernel has no backward), else 'torch'; an explicit
+    'torch'/'triton' is returned as is (validated)."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    if backend == "triton" and needs_grad:
+        raise ValueError("the Triton readout has no backward; use backend='torch' where gradients are needed")
     if backend != "auto":
         return backend
-    if query.device.type == "cuda" and top_k is not None and top_k <= TRITON_MAX_TOP_K and triton_available():
+    if (query.device.type == "cuda" and top_k is not None and top_k <= TRITON_MAX_TOP_K and not needs_grad
+            and triton_available()):
         return "triton"
     return "torch"
 
@@ -143,7 +147,8 @@ def topk_readout(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
     """Batched, masked top-k readout: (B, C, M), (B, C, L), (B, N, L), (B, L) bool or None
     -> (B, N, M) float32. backend 'auto' (Triton on CUDA when available, else torch),
     'torch' or 'triton' (CUDA, or any device under TRITON_INTERPRET=1)."""
-    if choose_backend(query, top_k, backend) == "triton":
+    needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (query, keys, values))
+    if choose_backend(query, top_k, backend, needs_grad) == "triton":
         from .triton_readout import topk_readout_triton
 
         return topk_readout_triton(query, keys, values, valid, top_k)

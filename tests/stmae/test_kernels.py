@@ -107,6 +107,9 @@ def test_dispatcher_picks_triton_only_on_cuda_with_triton(monkeypatch):
     assert choose_backend(cuda, mod.TRITON_MAX_TOP_K + 1) == "torch"
     assert choose_backend(cpu, 30) == "torch"
     assert choose_backend(cpu, 30, "triton") == "triton"
+    assert choose_backend(cuda, 30, needs_grad=True) == "torch"  # the kernel has no backward
+    with pytest.raises(ValueError, match="no backward"):
+        choose_backend(cuda, 30, "triton", needs_grad=True)
     monkeypatch.setattr(mod, "triton_available", lambda: False)
     assert choose_backend(cuda, 30) == "torch"
     query, keys, values, _ = _case()
