@@ -118,3 +118,17 @@ def test_key_dtype_product_only_where_no_gradient_is_needed(monkeypatch):
     sim = similarity(keys, query)
     sim.sum().backward()  # the out_dtype overload would raise "derivative ... not implemented"
     assert sim.dtype == torch.float32 and keys.grad is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
+def test_key_dtype_similarity_on_cuda_matches_the_upcast_product():  # pragma: no cover - GPU only
+    import stmae.readout as readout_mod
+
+    for dtype in (torch.float16, torch.bfloat16):
+        keys = (torch.randn(2, 256, 3000, device="cuda") * 2).to(dtype)
+        query = (torch.randn(2, 256, 400, device="cuda") * 2).to(dtype)
+        assert readout_mod.key_dtype_bmm_supported(query, keys)
+        sim = similarity(keys, query)
+        ref = torch.bmm(query.transpose(1, 2).double(), keys.double())
+        assert sim.dtype == torch.float32
+        assert float((sim.double() - ref).abs().max()) < 1e-2
