@@ -43,9 +43,10 @@ import triton.language as tl
 
 from .topk import TRITON_MAX_TOP_K, check_readout_args
 
+# Kernel globals must be constexpr (the compiler refuses plain floats; the interpreter not).
 NEG_INF = tl.constexpr(float("-inf"))
-MAX_SPLITS = 16  # the finish kernel holds SPLITS x K_PAD candidates per row in registers
 POS_INF = tl.constexpr(float("inf"))
+MAX_SPLITS = 16  # the finish kernel holds SPLITS x K_PAD candidates per row in registers
 
 
 @triton.jit
