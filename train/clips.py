@@ -19,7 +19,7 @@ from stmae.preprocess import normalize_image
 from stmae.synthetic import ClipSpec, generate_clip
 
 from .augment import colour_jitter_clip, colour_shortcut_clip, sample_warp, warp_image, warp_labels
-from .composite import Donor, composite_clip
+from stmae.composite import Donor, composite_clip
 from .config import DataConfig
 from .video_folders import VideoEntry, list_videos, read_labels, read_rgb
 

@@ -38,7 +38,7 @@ class DataConfig:
     repeats: how many times each real video appears per epoch;
     synthetic_clips: synthetic clips mixed into each epoch (new clips every epoch);
     composite_clips: multi-object clips per epoch, made by pasting objects cut from other
-    videos' first frames into a real video (train/composite.py; new clips every epoch);
+    videos' first frames into a real video (stmae/composite.py; new clips every epoch);
     composite_objects: at most this many pasted objects per composite clip;
     num_frames: T, frames per clip (the first is the annotated frame);
     max_objects: at most this many objects of frame 0's mask per clip;
