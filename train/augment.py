@@ -112,3 +112,32 @@ def colour_jitter_clip(frames: list[np.ndarray], rng: np.random.Generator, stren
             x = np.repeat((x.astype(np.float32) @ _GRAY)[..., None], 3, axis=2).astype(np.uint8)
         out.append(x)
     return out
+
+
+def hue_rotation(degrees: float) -> np.ndarray:
+    """(3, 3) matrix rotating RGB colours by ``degrees`` about the grey axis (Rodrigues);
+    greys, and the mean of the three channels, are unchanged."""
+    a = math.radians(degrees)
+    k = np.full(3, 1 / math.sqrt(3))
+    cross = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return (math.cos(a) * np.eye(3) + math.sin(a) * cross + (1 - math.cos(a)) * np.outer(k, k)).astype(np.float32)
+
+
+def colour_shortcut_clip(
+    frames: list[np.ndarray], rng: np.random.Generator, hue: float, channel_shuffle: float, grayscale: float
+) -> list[np.ndarray]:
+    """Per clip, the same for every frame, so objects keep their identity: a random hue
+    rotation of up to ``hue`` x 360 degrees, a random permutation of the RGB channels with
+    probability ``channel_shuffle``, and grayscale with probability ``grayscale``.
+    These break the shortcut "the object is the red thing". Nothing is drawn from ``rng``
+    for a switched-off part, so recipes without them keep their randomness."""
+    matrix = np.eye(3, dtype=np.float32)
+    if hue > 0:
+        matrix = hue_rotation(rng.uniform(-hue, hue) * 360.0) @ matrix
+    if channel_shuffle > 0 and rng.random() < channel_shuffle:
+        matrix = np.eye(3, dtype=np.float32)[rng.permutation(3)] @ matrix
+    if grayscale > 0 and rng.random() < grayscale:
+        matrix = np.repeat(_GRAY[None], 3, axis=0) @ matrix
+    if np.array_equal(matrix, np.eye(3, dtype=np.float32)):
+        return frames
+    return [np.clip(f.astype(np.float32) @ matrix.T, 0, 255).astype(np.uint8) for f in frames]

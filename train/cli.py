@@ -29,12 +29,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--init-checkpoint", help="start from these weights (fine-tuning)")
     g = p.add_argument_group("data")
     g.add_argument("--davis", action="append", help="a DAVIS-layout root (repeatable)")
-    g.add_argument("--davis-resolution", help="DAVIS resolution folder (default 480p)")
+    g.add_argument("--davis-resolution", help="DAVIS resolution folder(s), e.g. 240p or 240p,480p (default 480p)")
     g.add_argument("--youtube", action="append", help="a YouTube-VOS-layout root (repeatable)")
     g.add_argument("--sequences", nargs="+", help="train only on these videos")
     g.add_argument("--exclude", nargs="+", help="never train on these videos (held out)")
     g.add_argument("--repeats", type=int, help="times each real video appears per epoch")
     g.add_argument("--synthetic-clips", type=int, help="synthetic clips per epoch")
+    g.add_argument("--composite-clips", type=int,
+                   help="multi-object clips per epoch, pasting objects cut from other videos' first frames")
+    g.add_argument("--composite-objects", type=int, help="most pasted objects per composite clip (default 2)")
+    g.add_argument("--hue-shift", type=float, help="per-clip hue rotation, fraction of a turn (0..0.5; default 0)")
+    g.add_argument("--channel-shuffle", type=float, help="probability of a per-clip RGB permutation (default 0)")
+    g.add_argument("--grayscale", type=float, help="probability of a grayscale clip (default 0, plus the recipe's 5%%)")
     g.add_argument("--frames", type=int, help="frames per clip T (default 8)")
     g.add_argument("--max-objects", type=int, help="objects per clip (default 3)")
     g.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="crop size (default 384 384)")
@@ -89,7 +95,9 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ("synthetic_clips", args.synthetic_clips), ("num_frames", args.frames),
         ("max_objects", args.max_objects), ("crop_size", args.crop),
         ("gap_start", args.gap_start), ("gap_end", args.gap_end),
-        ("num_workers", args.num_workers),
+        ("num_workers", args.num_workers), ("composite_clips", args.composite_clips),
+        ("composite_objects", args.composite_objects), ("hue_shift", args.hue_shift),
+        ("channel_shuffle", args.channel_shuffle), ("grayscale", args.grayscale),
     ]:
         _set(data, key, value)
     optim = dict(base.get("optim", {}))

@@ -18,7 +18,8 @@ from torch.utils.data import Dataset
 from stmae.preprocess import normalize_image
 from stmae.synthetic import ClipSpec, generate_clip
 
-from .augment import colour_jitter_clip, sample_warp, warp_image, warp_labels
+from .augment import colour_jitter_clip, colour_shortcut_clip, sample_warp, warp_image, warp_labels
+from stmae.composite import Donor, composite_clip
 from .config import DataConfig
 from .video_folders import VideoEntry, list_videos, read_labels, read_rgb
 
@@ -55,6 +56,12 @@ class ClipBatch:
     first_masks: torch.Tensor
     valid: torch.Tensor
     names: tuple[str, ...]
+
+    def pin_memory(self) -> "ClipBatch":
+        """Page-locked copies, so ``to(cuda, non_blocking=True)`` really overlaps; the
+        DataLoader calls this for a custom batch type when ``pin_memory=True``."""
+        return ClipBatch(self.frames.pin_memory(), self.first_masks.pin_memory(),
+                         self.valid.pin_memory(), self.names)
 
     def to(self, device: torch.device) -> "ClipBatch":
         return ClipBatch(
@@ -104,12 +111,15 @@ def augment_clip(
         lut[old] = new
     out_frames = [warp_image(f, m, cfg.crop_size) for f, m in zip(frames, warp.matrices)]
     out_frames = colour_jitter_clip(out_frames, rng, cfg.color_jitter)
+    out_frames = colour_shortcut_clip(out_frames, rng, cfg.hue_shift, cfg.channel_shuffle, cfg.grayscale)
     return np.stack(out_frames), lut[out_labels], len(kept)
 
 
 class OneShotClips(Dataset):
     """The epoch's clip list: every real video ``repeats`` times, then ``synthetic_clips``
-    synthetic clips. ``max_gap(epoch)`` gives the gap schedule."""
+    synthetic clips, then ``composite_clips`` multi-object clips (objects cut from other
+    videos' first frames pasted into a real video). ``max_gap(epoch)`` gives the gap
+    schedule. Only first-frame annotations are ever opened."""
 
     def __init__(self, cfg: DataConfig, seed: int, max_gap: Callable[[int], int]) -> None:
         self.cfg = cfg
@@ -117,7 +127,8 @@ class OneShotClips(Dataset):
         self.max_gap = max_gap
         self.videos: list[VideoEntry] = []
         for root in cfg.davis_roots:
-            self.videos += list_videos(root, cfg.davis_resolution, cfg.sequences, cfg.exclude_sequences)
+            for resolution in cfg.davis_resolution.split(","):
+                self.videos += list_videos(root, resolution, cfg.sequences, cfg.exclude_sequences)
         for root in cfg.youtube_roots:
             self.videos += list_videos(root, None, cfg.sequences, cfg.exclude_sequences)
         if not self.videos and not cfg.synthetic_clips:
@@ -128,7 +139,40 @@ class OneShotClips(Dataset):
         return len(self.videos) * self.cfg.repeats
 
     def __len__(self) -> int:
-        return self.num_real + self.cfg.synthetic_clips
+        return self.num_real + self.cfg.synthetic_clips + self.cfg.composite_clips
+
+    def _real_clip(self, rng: np.random.Generator, video: VideoEntry, epoch: int):
+        picks = frame_indices(rng, len(video.frames), self.cfg.num_frames, self.max_gap(epoch))
+        frames = [read_rgb(video.frames[i]) for i in picks]
+        labels = read_labels(video.first_annotation)  # the only mask ever opened
+        if labels.shape != frames[0].shape[:2]:
+            raise ValueError(
+                f"{video.first_annotation}: mask {labels.shape} and frame "
+                f"{frames[0].shape[:2]} sizes differ"
+            )
+        return frames, labels
+
+    def _donor(self, rng: np.random.Generator, video: VideoEntry) -> Donor | None:
+        """One object of ``video``'s first frame (its first-frame annotation), or None."""
+        labels = choose_objects(rng, read_labels(video.first_annotation), 1)
+        if not labels.any():
+            return None
+        return Donor(read_rgb(video.frames[0]), labels == 1, video.name)
+
+    def _composite(self, rng: np.random.Generator, epoch: int):
+        cfg = self.cfg
+        base = self.videos[int(rng.integers(len(self.videos)))]
+        frames, labels = self._real_clip(rng, base, epoch)
+        pasted = int(rng.integers(1, min(cfg.composite_objects, max(1, cfg.max_objects - 1)) + 1))
+        labels = choose_objects(rng, labels, max(1, cfg.max_objects - pasted))
+        others = [v for v in self.videos if v.name != base.name] or self.videos
+        donors = []
+        for i in rng.choice(len(others), size=pasted, replace=len(others) < pasted):
+            donor = self._donor(rng, others[int(i)])
+            if donor is not None:
+                donors.append(donor)
+        clip = composite_clip(rng, frames, labels, donors)
+        return list(clip.frames), clip.first_labels, f"composite-{base.name}+" + "+".join(clip.names)
 
     def __getitem__(self, request: ClipRequest) -> ClipSample:
         epoch, index = request
@@ -137,15 +181,10 @@ class OneShotClips(Dataset):
         rng = np.random.default_rng([self.seed, epoch, index])
         if index < self.num_real:
             video = self.videos[index % len(self.videos)]
-            picks = frame_indices(rng, len(video.frames), self.cfg.num_frames, self.max_gap(epoch))
-            frames = [read_rgb(video.frames[i]) for i in picks]
-            labels = read_labels(video.first_annotation)  # the only mask ever opened
-            if labels.shape != frames[0].shape[:2]:
-                raise ValueError(
-                    f"{video.first_annotation}: mask {labels.shape} and frame "
-                    f"{frames[0].shape[:2]} sizes differ"
-                )
+            frames, labels = self._real_clip(rng, video, epoch)
             name = video.name
+        elif index >= self.num_real + self.cfg.synthetic_clips:
+            frames, labels, name = self._composite(rng, epoch)
         else:
             h, w = self.cfg.crop_size
             spec = ClipSpec(

@@ -30,12 +30,16 @@ class DataConfig:
     """What clips to train on and how to augment them.
 
     davis_roots: DAVIS-layout folders (JPEGImages/<res>/<seq>, Annotations/<res>/<seq>);
-    davis_resolution: the <res> sub-folder ('480p', '240p', ...);
+    davis_resolution: the <res> sub-folder ('480p', '240p', ...), or several separated by
+    commas ('240p,480p': every video at every resolution it exists at);
     youtube_roots: YouTube-VOS-layout folders (JPEGImages/<vid>, Annotations/<vid>);
     sequences: train only on these videos (empty: every video found);
     exclude_sequences: never train on these videos (held-out validation videos);
     repeats: how many times each real video appears per epoch;
     synthetic_clips: synthetic clips mixed into each epoch (new clips every epoch);
+    composite_clips: multi-object clips per epoch, made by pasting objects cut from other
+    videos' first frames into a real video (stmae/composite.py; new clips every epoch);
+    composite_objects: at most this many pasted objects per composite clip;
     num_frames: T, frames per clip (the first is the annotated frame);
     max_objects: at most this many objects of frame 0's mask per clip;
     crop_size: (height, width) of the training crops, multiples of 16;
@@ -43,6 +47,9 @@ class DataConfig:
     hflip: random horizontal flip (per clip);
     affine_degrees, affine_shear: per-frame random affine (degrees);
     color_jitter: per-clip brightness/contrast/saturation jitter strength;
+    hue_shift: per-clip hue rotation of up to hue_shift x 360 degrees (0: off, at most 0.5);
+    channel_shuffle: probability of a per-clip RGB channel permutation;
+    grayscale: probability of a grayscale clip (on top of the published recipe's 5 %);
     gap_start, gap_end: the largest gap between consecutive clip frames, growing linearly
     from gap_start at the first epoch to gap_end at the last;
     num_workers: DataLoader worker processes (0: load in the training process).
@@ -55,6 +62,8 @@ class DataConfig:
     exclude_sequences: tuple[str, ...] = ()
     repeats: int = 1
     synthetic_clips: int = 0
+    composite_clips: int = 0
+    composite_objects: int = 2
     num_frames: int = 8
     max_objects: int = 3
     crop_size: tuple[int, int] = (384, 384)
@@ -63,6 +72,9 @@ class DataConfig:
     affine_degrees: float = 15.0
     affine_shear: float = 10.0
     color_jitter: float = 0.1
+    hue_shift: float = 0.0
+    channel_shuffle: float = 0.0
+    grayscale: float = 0.0
     gap_start: int = 5
     gap_end: int = 25
     num_workers: int = 0
@@ -80,6 +92,17 @@ class DataConfig:
             )
         _positive_int("repeats", self.repeats)
         _non_negative_int("synthetic_clips", self.synthetic_clips)
+        _non_negative_int("composite_clips", self.composite_clips)
+        _positive_int("composite_objects", self.composite_objects)
+        if self.composite_clips and not (self.davis_roots or self.youtube_roots):
+            raise ValueError("composite_clips need real videos (DAVIS or YouTube-VOS roots) to cut objects from")
+        if not 0 <= self.hue_shift <= 0.5:
+            raise ValueError(f"hue_shift must be in [0, 0.5] (a fraction of a full turn), got {self.hue_shift!r}")
+        for name in ("channel_shuffle", "grayscale"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)!r}")
+        if not isinstance(self.davis_resolution, str) or not all(self.davis_resolution.split(",")):
+            raise ValueError(f"davis_resolution must be like '240p' or '240p,480p', got {self.davis_resolution!r}")
         _non_negative_int("num_workers", self.num_workers)
         if not isinstance(self.num_frames, int) or self.num_frames < 2:
             raise ValueError(f"num_frames must be an integer >= 2, got {self.num_frames!r}")

@@ -15,7 +15,7 @@ import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -35,6 +35,9 @@ from .loss import cycle_loss
 from .sampler import ResumableDistributedSampler, batches_per_epoch, epochs_for
 from .schedule import GapSchedule, StepDecay
 from .state import Progress, capture_rng, load_training_checkpoint, restore_rng, save_training_checkpoint
+
+if TYPE_CHECKING:
+    from .validation import Validator
 
 CHECKPOINT_NAME = "last.pth"
 
@@ -84,13 +87,14 @@ def train(
     cfg: TrainConfig,
     resume: str | Path | None = None,
     stop_after: int | None = None,
-    validate: Callable[[STMAE, torch.device], dict[str, float]] | None = None,
+    validate: "Validator | None" = None,
     progress_bar: bool = True,
 ) -> TrainResult:
     """Run (or resume) training; returns when ``cfg.schedule.steps`` steps are done, the
     time budget is spent, or ``stop_after`` steps were done in this call (a checkpoint is
-    written in every case). ``validate(net, device)`` -> scores, called on rank 0 every
-    ``cfg.validation.every_steps`` steps (see :func:`train.validation.make_validator`)."""
+    written in every case). ``validate`` (a :class:`train.validation.Validator`) runs every
+    ``cfg.validation.every_steps`` steps on every rank, each scoring its share of the
+    sequences; rank 0 logs the gathered scores."""
     info = distributed.setup(cfg.device)
     try:
         return _train(cfg, info, resume, stop_after, validate, progress_bar)
@@ -233,12 +237,16 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult
             if validate is not None and cfg.validation.enabled and (
                 progress.step % cfg.validation.every_steps == 0
             ):
+                # Every rank scores its share of the sequences, then the results are
+                # gathered: no rank idles at a barrier under the collective timeout.
+                rng = capture_rng()  # validation must not change the training randomness
+                net.eval()
+                shard = validate.shard(net, device, info.rank, info.world_size)
+                net.train()
+                restore_rng(rng)
+                parts = distributed.gather_objects(info, shard)
                 if info.is_main:
-                    rng = capture_rng()  # validation must not change the training randomness
-                    net.eval()
-                    scores = validate(net, device)
-                    net.train()
-                    restore_rng(rng)
+                    scores = validate.scores([s for part in parts for s in part])
                     log.validation_row(progress.step, scores)
                     if bar is not None:
                         bar.write(f"step {progress.step}: " + ", ".join(

@@ -11,6 +11,7 @@ import socket
 from pathlib import Path
 
 import torch
+import pytest
 import torch.multiprocessing as mp
 
 from .conftest import tiny_config, tiny_data
@@ -64,3 +65,58 @@ def test_two_gloo_processes_stay_in_sync(tmp_path):
     saved = torch.load(tmp_path / "run" / "checkpoints" / "last.pth", weights_only=True)
     assert len(saved["rng"]) == world and saved["it"] == 3
     assert all(torch.equal(saved["network"][k], a[k].cpu()) for k in a)
+
+
+def _val_worker(rank: int, world: int, port: int, out: str, root: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    import train.loop as loop
+    from train.config import ValidationConfig
+    from train.validation import Validator, make_validator
+
+    real_shard = Validator.shard
+
+    def recording_shard(self, net, device, r=0, w=1):
+        results = real_shard(self, net, device, r, w)
+        with open(Path(out) / f"shard{rank}.txt", "a") as fh:
+            fh.write(" ".join(s.name for s in results) + "\n")
+        return results
+
+    Validator.shard = recording_shard
+    val = ValidationConfig(root=root, resolution="240p", sequences=("v1", "v2", "v3"),
+                           every_steps=2, max_frames=3, size=-1)
+    cfg = tiny_config(Path(out) / "run", tiny_data(synthetic_clips=8), steps=2, validation=val)
+    result = loop.train(cfg, validate=make_validator(val), progress_bar=False)
+    if rank == 0:
+        torch.save(result.network.state_dict(), Path(out) / "net.pt")
+
+
+def test_validation_is_shared_by_the_ranks(tmp_path):
+    """Each rank scores its share of the validation videos (no rank waits at a barrier
+    through a whole validation); rank 0 logs the scores of all of them."""
+    from train.config import ValidationConfig
+    from train.validation import make_validator
+
+    from .conftest import write_video_folder
+
+    root = write_video_folder(tmp_path / "val", {"v1": 4, "v2": 4, "v3": 4}, corrupt_later_masks=False)
+    world = 2
+    mp.spawn(_val_worker, args=(world, _free_port(), str(tmp_path), str(root)), nprocs=world, join=True)
+
+    shards = [(tmp_path / f"shard{r}.txt").read_text().split() for r in range(world)]
+    assert shards == [["v1", "v3"], ["v2"]]
+    with open(tmp_path / "run" / "validation.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 1 and {"J&F/v1", "J&F/v2", "J&F/v3"} <= set(rows[0])
+    # the gathered scores equal one process scoring all three videos with the same weights
+    from stmae.config import preset
+    from stmae.network import STMAE
+
+    net = STMAE(preset("small"))
+    net.load_state_dict(torch.load(tmp_path / "net.pt", weights_only=True))
+    val = ValidationConfig(root=str(root), resolution="240p", sequences=("v1", "v2", "v3"),
+                           every_steps=2, max_frames=3, size=-1)
+    expected = make_validator(val)(net.eval(), torch.device("cpu"))
+    for key in ("J&F", "J&F/v1", "J&F/v2", "J&F/v3"):
+        assert float(rows[0][key]) == pytest.approx(expected[key], abs=1e-9)
