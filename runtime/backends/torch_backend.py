@@ -12,6 +12,7 @@ import contextlib
 import torch
 
 from stmae.network import STMAE
+from stmae.readout import upsample_coarse
 
 from ..errors import BackendUnavailable
 from .base import KeyFeatures
@@ -78,3 +79,14 @@ class TorchBackend:
         with self._autocast():
             prob = self.model.segment(image, features.f16, features.f8, features.f4, coarse)
         return prob.float()
+
+    @torch.inference_mode()
+    def segment_logits(self, image: torch.Tensor, features: KeyFeatures, coarse: torch.Tensor) -> torch.Tensor:
+        """The mask autoencoder without the aggregation: image (B, 3, H, W), features,
+        coarse (B, N, H/16, W/16) float32 -> per-object logits (B, N, H, W) float32. The
+        batched engine aggregates itself, over each stream's real objects only."""
+        with self._autocast():
+            coarse_up = upsample_coarse(coarse.float(), image.shape[-2:])
+            embedding = self.model.encode_mask(image, features.f16, coarse_up)
+            logits = self.model.decode(features.f16, features.f8, features.f4, embedding)
+        return logits.float()
