@@ -5,7 +5,9 @@ Imports ``stmae``; reads export manifests, never imports ``export`` or ``train``
 - :class:`runtime.session.VideoSession` / :class:`runtime.session.FrameResult`: segment a
   video frame by frame (``step(frame, mask=None, objects=None)``).
 - :class:`runtime.config.SessionConfig`: mem_every, top_k, max_memory_frames, size.
-- :class:`runtime.memory_bank.MemoryBank`, :class:`runtime.object_registry.ObjectRegistry`.
+- :class:`runtime.engine.StreamEngine`: several videos stepped together (the batched
+  engine): host policy in :mod:`runtime.schedule`, device step in :mod:`runtime.device_step`.
+- :class:`runtime.object_registry.ObjectRegistry`.
 - :func:`runtime.backends.create_backend`: 'torch', 'onnxruntime', 'tensorrt'.
 - :func:`runtime.evaluation.evaluate_sequences`: DAVIS J and F of a backend.
 """

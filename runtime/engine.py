@@ -210,6 +210,7 @@ class StreamEngine:
         self._schedules[stream] = StreamSchedule(self.config, self.options.permanent_capacity)
         return stream
 
+    @torch.inference_mode()
     def remove_stream(self, stream: Hashable) -> None:
         """The stream leaves: its lane is freed (and forgotten) for the next stream."""
         self._schedules.pop(stream)

@@ -1,0 +1,160 @@
+"""The batched engine equals each video run alone (CPU, fp32): streams of different
+lengths and object counts, an object introduced later, streams joining a running batch and
+leaving it (their lane reused), a working window that wraps around, two frame sizes; the
+masked batched readout equals the published readout over the valid memory only."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.backends import TorchBackend
+from runtime.config import SessionConfig
+from runtime.device_step import readout
+from runtime.engine import EngineOptions, StreamEngine
+from runtime.session import VideoSession, check_step_input
+from stmae import generate_clip
+from stmae.readout import read_memory
+
+CONFIG = SessionConfig(mem_every=2, top_k=7, max_memory_frames=2, size=-1)
+
+
+def video(frames, objects, seed, height=32, width=48, late=None):
+    """(frames, masks per frame index): the first mask at frame 0; ``late`` = (frame,
+    label): that object is held back and introduced with its own mask at that frame."""
+    clip = generate_clip(frames=frames, height=height, width=width, objects=objects, seed=seed)
+    first = clip.masks[0].copy()
+    masks = {0: first}
+    if late is not None:
+        frame, label = late
+        first[first == label] = 0
+        masks[frame] = np.where(clip.masks[frame] == label, label, 0).astype(np.uint8)
+    return clip.frames, masks
+
+
+def alone(backend, frames, masks, config=CONFIG):
+    session = VideoSession(backend, config)
+    return [session.step(f, masks.get(t)) for t, f in enumerate(frames)]
+
+
+def assert_same(got, want, name):
+    assert got.index == want.index
+    assert got.object_labels == want.object_labels, name
+    assert got.memory_written == want.memory_written, name
+    torch.testing.assert_close(got.prob, want.prob, rtol=1e-5, atol=1e-5, msg=lambda m: f"{name}: {m}")
+    differ = got.labels != want.labels
+    if differ.any():  # only where two channels tie within float noise
+        top2 = torch.topk(want.prob, 2, dim=0).values
+        margin = (top2[0] - top2[1]).cpu().numpy()
+        assert margin[differ].max() < 1e-4, f"{name}: labels differ at {differ.sum()} pixels"
+
+
+def test_batched_streams_equal_each_video_alone(small_model):
+    backend = TorchBackend(small_model)
+    videos = {
+        "a": video(9, 1, seed=1),
+        "b": video(5, 3, seed=2),                       # short, leaves early
+        "c": video(10, 2, seed=3, late=(3, 2)),         # object 2 introduced at its frame 3
+        "d": video(6, 2, seed=4),                       # joins late, takes b's lane
+        "e": video(7, 1, seed=5, height=40, width=40),  # another frame size: another bucket
+    }
+    start = {"a": 0, "b": 0, "c": 2, "d": 6, "e": 1}
+    want = {name: alone(backend, *v) for name, v in videos.items()}
+    engine = StreamEngine(backend, CONFIG)
+    got = {name: [] for name in videos}
+    for step in range(14):
+        inputs = {}
+        for name, (frames, masks) in videos.items():
+            t = step - start[name]
+            if t == 0:
+                engine.add_stream(name)
+            if 0 <= t < len(frames):
+                inputs[name] = check_step_input(engine.schedule(name), frames[t], masks.get(t))
+        for name, result in engine.step(inputs).items():
+            got[name].append(result)
+        for name, (frames, _) in videos.items():
+            if step - start[name] == len(frames) - 1:
+                engine.remove_stream(name)
+    for name in videos:
+        assert len(got[name]) == len(want[name])
+        for g, w in zip(got[name], want[name]):
+            assert_same(g, w, f"stream {name} frame {g.index}")
+    # b left before d joined: d reused its lane, so the bucket kept three lanes.
+    bucket = engine._buckets[next(iter(engine._buckets))]
+    assert bucket.state.lanes == 3
+    # c's window wrapped: 2 working frames + 2 permanent ones (frames 0 and 3).
+    assert want["c"][-1].object_labels == (1, 2)
+
+
+def test_state_is_fixed_and_written_in_place(small_model):
+    backend = TorchBackend(small_model)
+    engine = StreamEngine(backend, CONFIG)
+    clips = [video(12, 2, seed=s) for s in (7, 8)]
+    for name in ("x", "y"):
+        engine.add_stream(name)
+    pointers = set()
+    for t in range(12):
+        engine.step({name: check_step_input(engine.schedule(name), frames[t], masks.get(t))
+                     for name, (frames, masks) in zip(("x", "y"), clips)})
+        state = next(iter(engine._buckets.values())).state
+        pointers.add((state.keys.data_ptr(), state.values.data_ptr(), state.slot_valid.data_ptr()))
+    assert len(pointers) == 1
+    memory = engine.memory("x")
+    assert memory.permanent_frames == (0,) and memory.working_frames == (8, 10)
+    assert state.keys.shape == (2, small_model.config.key_channels[0], (1 + 2 + 1) * 2 * 3)
+
+
+def test_masked_readout_equals_readout_over_valid_memory():
+    g = torch.Generator().manual_seed(0)
+    s, c, t, p, n, m = 2, 8, 4, 6, 3, 5
+    keys = torch.randn(s, c, t * p, generator=g) * 3
+    values = torch.rand(s, n, t * p, generator=g)
+    query = torch.randn(s, c, m, generator=g) * 3
+    # lane 0: group 0 reads slots 0-2, group 1 reads slot 2 only; lane 1: one group, slots 1, 3.
+    valid = torch.tensor([[[1, 1, 1, 0], [0, 0, 1, 0]], [[0, 1, 0, 1], [0, 0, 0, 0]]], dtype=torch.bool)
+    group = torch.tensor([[0, 1, 1], [0, 0, 0]])
+    got = readout(query, keys, values, valid, group, top_k=7)
+    for lane in range(s):
+        for obj in range(n):
+            slots = valid[lane, group[lane, obj]].nonzero().flatten().tolist()
+            cols = torch.cat([torch.arange(sl * p, (sl + 1) * p) for sl in slots])
+            ref = read_memory(query[lane : lane + 1, :, :, None], keys[lane : lane + 1, :, cols],
+                              values[lane : lane + 1, obj : obj + 1, cols], top_k=7)
+            torch.testing.assert_close(got[lane, obj], ref.flatten(), rtol=1e-5, atol=1e-6)
+    # A group with nothing valid reads zeros, not NaN.
+    empty = readout(query, keys, values, torch.zeros_like(valid), group, top_k=7)
+    assert torch.equal(empty, torch.zeros_like(empty))
+
+
+def test_engine_options_validate():
+    with pytest.raises(ValueError, match="lane_round"):
+        EngineOptions(lane_round=0)
+    assert EngineOptions.fastest("cpu") == EngineOptions()
+    assert EngineOptions.fastest("cuda").cuda_graphs
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (none on this machine)")
+@pytest.mark.parametrize("compile_", [False, True])
+def test_cuda_graphs_equal_eager(small_model, compile_):
+    backend = TorchBackend(small_model, device="cuda")
+    videos = {"a": video(12, 2, seed=11, height=64, width=96), "b": video(9, 1, seed=12, height=64, width=96)}
+    results = {}
+    for graphs in (False, True):
+        options = EngineOptions(cuda_graphs=graphs, compile=graphs and compile_)
+        engine = StreamEngine(backend, CONFIG, options)
+        out = {name: [] for name in videos}
+        for name in videos:
+            engine.add_stream(name)
+        for t in range(12):
+            inputs = {name: check_step_input(engine.schedule(name), frames[t], masks.get(t))
+                      for name, (frames, masks) in videos.items() if t < len(frames)}
+            for name, r in engine.step(inputs).items():
+                out[name].append(r)
+        results[graphs] = out
+        if graphs:
+            assert engine.graph_reports and engine.graph_reports[0]["fallback"] is None, engine.graph_reports
+    for name in videos:
+        for g, e in zip(results[True][name], results[False][name]):
+            torch.testing.assert_close(g.prob, e.prob, rtol=1e-3, atol=1e-3)
+            assert (g.labels != e.labels).mean() < 1e-3
