@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from stmae.preprocess import normalize_image
+from stmae.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from stmae.readout import similarity, to_key_size, topk_aggregate, upsample_coarse
 
 from .backends.base import KeyFeatures
@@ -204,12 +204,16 @@ class DeviceStep:
         self.top_k = top_k
         self.channels_last = channels_last
         self.batched_objects = hasattr(backend, "segment_logits")
+        self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
         """frames (S, H, W, 3) uint8 on the device -> (S, 3, Hp, Wp) float32 normalized
         (the same operations as :meth:`FrameGeometry.prepare_image`, batched)."""
         geo = self.geometry
-        image = normalize_image(frames)
+        if self._norm is None or self._norm[0].device != frames.device:
+            self._norm = tuple(torch.tensor(v, device=frames.device).view(3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+        mean, std = self._norm  # made once: no host-to-device copy inside a captured step
+        image = (frames.movedim(-1, -3).float().div_(255.0) - mean) / std  # as normalize_image
         if geo.resized:
             shrink = geo.resized_size[0] < geo.input_size[0]
             image = F.interpolate(image, size=geo.resized_size, mode="bilinear", align_corners=False, antialias=shrink)

@@ -238,11 +238,18 @@ class StreamEngine:
     # ---- stepping ---------------------------------------------------------------------
     def step(self, inputs: dict[Hashable, StreamInput]) -> dict[Hashable, StreamResult]:
         """Advance the given streams by one frame each (others stay where they are)."""
-        with torch.inference_mode():
-            return self._step(inputs)
+        return self.submit(inputs).wait()
 
-    def _step(self, inputs: dict[Hashable, StreamInput]) -> dict[Hashable, StreamResult]:
+    def submit(self, inputs: dict[Hashable, StreamInput]) -> "PendingStep":
+        """Queue one frame of the given streams; ``.wait()`` gives the results. Under CUDA
+        graphs the device works while the host prepares the next frame: submit frame t+1,
+        then wait for frame t (results come back in submission order)."""
+        with torch.inference_mode():
+            return self._submit(inputs)
+
+    def _submit(self, inputs: dict[Hashable, StreamInput]) -> "PendingStep":
         results: dict[Hashable, StreamResult] = {}
+        pending = []
         work: dict[int, tuple[_Bucket, list]] = {}
         for stream, item in inputs.items():
             schedule = self._schedules.get(stream)
@@ -267,8 +274,12 @@ class StreamEngine:
             bucket = self._bucket_for(stream, schedule.geometry)
             work.setdefault(id(bucket), (bucket, []))[1].append((stream, item, plan, before))
         for bucket, items in work.values():
-            results.update(self._step_bucket(bucket, items))
-        return results
+            done = self._step_bucket(bucket, items)
+            if callable(done):
+                pending.append(done)
+            else:
+                results.update(done)
+        return PendingStep(results, pending)
 
     def _bucket_for(self, stream: Hashable, geometry: FrameGeometry) -> _Bucket:
         bucket = self._bucket_of.get(stream)
@@ -324,9 +335,11 @@ class StreamEngine:
             not annotated and state is not None and self.options.cuda_graphs and self.device.type == "cuda"
             and step.batched_objects and bucket.graph_failed is None and self._needed_shape(bucket) == state.shape_key
         ):
-            from .cuda_graphs import run_graphed
+            from .cuda_graphs import submit_graphed
 
-            return run_graphed(self, bucket, items, lanes_of)
+            pending = submit_graphed(self, bucket, items, lanes_of)
+            if pending is not None:
+                return pending
         lanes = _round_up(len(bucket.lanes), self.options.lane_round)
         by_lane = {lanes_of[s]: item for s, item, _, _ in items}
         with timer.stage("preprocess"):
@@ -404,10 +417,21 @@ class StreamEngine:
         labels[lane] = state.label_lookup[lane][index.long()]
 
     def _result(self, stream: Hashable, plan: FramePlan, labels: np.ndarray, out: torch.Tensor | None,
-                copy: bool = False) -> StreamResult:
-        registry = self._schedules[stream].registry
-        prob = None
-        if self.options.keep_prob and out is not None:
-            prob = out[: len(registry) + 1]
-            prob = prob.clone() if copy else prob
-        return StreamResult(stream, plan.index, labels, prob, registry.labels, plan.written)
+                labels_known: tuple[int, ...] | None = None) -> StreamResult:
+        if labels_known is None:
+            labels_known = self._schedules[stream].registry.labels
+        prob = out[: len(labels_known) + 1] if self.options.keep_prob and out is not None else None
+        return StreamResult(stream, plan.index, labels, prob, labels_known, plan.written)
+
+
+class PendingStep:
+    """Results of a submitted frame: ready ones, and replays still running on the device."""
+
+    def __init__(self, ready: dict[Hashable, StreamResult], pending: list) -> None:
+        self._ready, self._pending = ready, pending
+
+    def wait(self) -> dict[Hashable, StreamResult]:
+        for finish in self._pending:
+            self._ready.update(finish())
+        self._pending = []
+        return self._ready
