@@ -170,6 +170,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--resolution", default="480p", help="resolution folder (default 480p)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--max-frames", type=int, help="only the first N frames of each sequence (quick checks)")
+    parser.add_argument("--streams", type=int, default=1,
+                        help="sequences segmented together by the batched engine (default 1; same masks as one at a time)")
     _add_runtime_options(parser)
     args = parser.parse_args(argv)
 
@@ -182,6 +184,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         root = Path(args.dataset)
         if not root.is_dir():
             raise InputError(f"--dataset {root} does not exist")
+        if args.streams < 1:
+            raise InputError(f"--streams must be at least 1, got {args.streams}")
         if bool(args.split) == bool(args.sequences):
             raise InputError("give exactly one of --split NAME or --sequences a,b,c")
         names = read_split(root, args.split, args.year) if args.split else [
@@ -205,7 +209,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         with _progress(total, "frame", args.quiet) as bar:
             result = evaluate_sequences(
                 backend, root, names, args.resolution, out, config,
-                overwrite=args.overwrite, max_frames=args.max_frames,
+                overwrite=args.overwrite, max_frames=args.max_frames, streams=args.streams,
                 on_frame=lambda seq, i: (bar.set_description(seq, refresh=False), bar.update(1)),
             )
         result.write_csv(results_csv)

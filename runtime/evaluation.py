@@ -148,6 +148,7 @@ def evaluate_sequences(
     overwrite: bool = False,
     max_frames: int | None = None,
     on_frame: Callable[[str, int], None] | None = None,
+    streams: int = 1,
 ) -> EvalResult:
     """Segment and score DAVIS sequences.
 
@@ -156,8 +157,12 @@ def evaluate_sequences(
     (refused if a sequence folder already has masks, unless ``overwrite``);
     max_frames: score only the first frames of each sequence (quick validation; the
     protocol then applies to the shortened sequence); on_frame(seq, frame_index) is called
-    after every frame. Returns an :class:`EvalResult`.
+    after every frame; streams: sequences segmented together by the batched engine
+    (:mod:`runtime.evaluation_streams`; the same masks as one at a time).
+    Returns an :class:`EvalResult`.
     """
+    if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
+        raise InputError(f"streams must be a positive integer, got {streams!r}")
     root = Path(dataset_root)
     if not (root / "JPEGImages").is_dir():
         raise InputError(f"{root} is not a DAVIS root (no JPEGImages folder)")
@@ -170,19 +175,61 @@ def evaluate_sequences(
     paths = {name: _sequence_paths(root, resolution, name) for name in sequences}
     if out is not None and not overwrite:
         refuse_existing_predictions(out, sequences)
+    if streams > 1:
+        from .evaluation_streams import evaluate_streams
+
+        return EvalResult(evaluate_streams(backend, paths, config, out, max_frames, on_frame, streams))
     results = []
     for name in sequences:
         frames_dir, gt_dir = paths[name]
-        try:
+        with _named(name):
             results.append(
                 _evaluate_one(backend, name, frames_dir, gt_dir, config, out, max_frames, on_frame)
             )
-        except InputError as exc:
-            message = str(exc)
-            if not message.startswith(f"sequence {name!r}"):
-                message = f"sequence {name!r}: {message}"
-            raise InputError(message) from None
     return EvalResult(tuple(results))
+
+
+class _named:
+    """Prefix an InputError's message with the sequence it is about."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if isinstance(exc, InputError) and not str(exc).startswith(f"sequence {self.name!r}"):
+            raise InputError(f"sequence {self.name!r}: {exc}") from None
+        return False
+
+
+def open_sequence(name: str, frames_dir: Path, gt_dir: Path, out: Path | None, max_frames: int | None):
+    """(frames, names to score, first mask, palette) of a sequence; checks that every
+    frame has an annotation and makes ``out/<name>/``."""
+    frames = FrameFolder(frames_dir)
+    names = frames.names[:max_frames] if max_frames else frames.names
+    missing = [n for n in names if not (gt_dir / f"{n}.png").is_file()]
+    if missing:
+        raise InputError(
+            f"sequence {name!r}: no annotation for {len(missing)} frame(s) (e.g. {gt_dir / missing[0]}.png); "
+            f"evaluation needs one per frame"
+        )
+    first_mask, palette = read_mask(gt_dir / f"{names[0]}.png")
+    if out is not None:
+        (out / name).mkdir(parents=True, exist_ok=True)
+    return frames, names, first_mask, palette
+
+
+def score_sequence(name: str, predictions: list, truths: list, seconds: float) -> SequenceResult:
+    """J and F of one sequence's predicted label maps against its annotations."""
+    try:
+        scores = evaluate_objects(predictions, truths)
+    except ValueError as exc:
+        raise InputError(f"sequence {name!r}: {exc}") from None
+    if not scores:
+        raise InputError(f"sequence {name!r}: the first annotation has no object")
+    return SequenceResult(name, tuple(scores), len(predictions), seconds)
 
 
 def _evaluate_one(
@@ -195,17 +242,7 @@ def _evaluate_one(
     max_frames: int | None,
     on_frame: Callable[[str, int], None] | None,
 ) -> SequenceResult:
-    frames = FrameFolder(frames_dir)
-    names = frames.names[:max_frames] if max_frames else frames.names
-    missing = [n for n in names if not (gt_dir / f"{n}.png").is_file()]
-    if missing:
-        raise InputError(
-            f"sequence {name!r}: no annotation for {len(missing)} frame(s) (e.g. {gt_dir / missing[0]}.png); "
-            f"evaluation needs one per frame"
-        )
-    first_mask, palette = read_mask(gt_dir / f"{names[0]}.png")
-    if out is not None:
-        (out / name).mkdir(parents=True, exist_ok=True)
+    frames, names, first_mask, palette = open_sequence(name, frames_dir, gt_dir, out, max_frames)
     session = VideoSession(backend, config)
     predictions, truths = [], []
     start = time.perf_counter()
@@ -220,11 +257,4 @@ def _evaluate_one(
             write_mask(out / name / f"{frame_name}.png", result.labels, palette)
         if on_frame is not None:
             on_frame(name, i)
-    seconds = time.perf_counter() - start
-    try:
-        scores = evaluate_objects(predictions, truths)
-    except ValueError as exc:
-        raise InputError(f"sequence {name!r}: {exc}") from None
-    if not scores:
-        raise InputError(f"sequence {name!r}: the first annotation has no object")
-    return SequenceResult(name, tuple(scores), len(predictions), seconds)
+    return score_sequence(name, predictions, truths, time.perf_counter() - start)

@@ -97,11 +97,16 @@ def _given_objects(mask: np.ndarray, objects, index: int) -> list[int]:
 
 def check_step_input(schedule: StreamSchedule, frame: np.ndarray, mask: np.ndarray | None = None,
                      objects=None) -> StreamInput:
-    """Validate one frame of a stream (frame, optional mask, the mask's labels to take)
-    against its schedule; InputError says what is wrong. Returns the engine's input."""
+    """Validate one frame of a stream (frame: (H, W, 3) uint8 numpy, or a uint8 tensor on
+    the device; optional mask; the mask's labels to take) against its schedule;
+    InputError says what is wrong. Returns the engine's input."""
     t = schedule.frame_index
-    frame = _check_frame(frame, t)
-    height, width = frame.shape[:2]
+    if isinstance(frame, torch.Tensor):  # decoded on the device (runtime.gpu_decode)
+        if frame.dtype != torch.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise InputError(f"frame {t} must be an (H, W, 3) uint8 RGB tensor, got {frame.dtype} {tuple(frame.shape)}")
+    else:
+        frame = _check_frame(frame, t)
+    height, width = int(frame.shape[0]), int(frame.shape[1])
     geometry = schedule.geometry
     if geometry is not None and (height, width) != geometry.input_size:
         h0, w0 = geometry.input_size
