@@ -32,8 +32,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-memory-frames", type=int, default=20)
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--streams", type=int, nargs="+", default=None, metavar="S",
+                   help="measure the batched engine for S streams at once (e.g. 1 4 16) against the "
+                        "eager baseline and S sequential sessions; torch runs only")
+    p.add_argument("--cuda-graphs", choices=("on", "off"), default="on",
+                   help="with --streams on CUDA: also measure the engine captured in CUDA graphs (default on)")
+    p.add_argument("--compile", choices=("on", "off"), default="off",
+                   help="with --streams and CUDA graphs: torch.compile (inductor, freezing) before capture")
+    p.add_argument("--sequential", choices=("on", "off"), default="on",
+                   help="with --streams: also run the baseline and sequential sessions (default on)")
     p.add_argument("--out", required=True, help="folder for report.json, report.md, report.png")
     return p
+
+
+def _streams_main(args, argv) -> int:
+    from ..config import SessionConfig
+    from .streams import StreamSuiteSpec, markdown_rows, run_stream_suite, write_stream_report
+    from .harness import RunSpec
+
+    runs = [RunSpec.parse(r) for r in (args.run or ["torch:fp32"])]
+    if any(r.backend != "torch" for r in runs):
+        raise ValueError("--streams measures the torch engine: give --run torch:fp32, torch:bf16 or torch:fp16")
+    spec = StreamSuiteSpec(
+        streams=tuple(args.streams), precisions=tuple(dict.fromkeys(r.precision for r in runs)),
+        cuda_graphs=args.cuda_graphs == "on", compile=args.compile == "on", sequential=args.sequential == "on",
+        sizes=tuple(args.sizes), objects=tuple(args.objects), frames=args.frames, warmup=args.warmup,
+        session=SessionConfig(mem_every=args.mem_every, top_k=args.top_k, max_memory_frames=args.max_memory_frames),
+        checkpoint=args.checkpoint, device=args.device,
+    )
+    if args.input is not None:
+        raise ValueError("--streams uses synthetic clips (one per stream); leave out --input")
+    command = "stmae-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
+    report = run_stream_suite(spec, command, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
+    paths = write_stream_report(report, Path(args.out))
+    print(markdown_rows(report), end="")
+    print(f"report: {paths['json']}  {paths['markdown']}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         if torch.device(args.device).type == "cpu":
             torch.set_flush_denormal(True)
+        if args.streams is not None:
+            return _streams_main(args, argv)
         spec = SuiteSpec(
             runs=tuple(RunSpec.parse(r) for r in (args.run or ["torch:fp32"])),
             clip=ClipSettings(
