@@ -63,8 +63,10 @@ def _streams_main(args, argv) -> int:
     if args.input is not None:
         raise ValueError("--streams uses synthetic clips (one per stream); leave out --input")
     command = "stmae-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    report = run_stream_suite(spec, command, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
-    paths = write_stream_report(report, Path(args.out))
+    out = Path(args.out)
+    report = run_stream_suite(spec, command, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
+                              on_rows=lambda partial: write_stream_report(partial, out))
+    paths = write_stream_report(report, out)
     print(markdown_rows(report), end="")
     print(f"report: {paths['json']}  {paths['markdown']}")
     return 0

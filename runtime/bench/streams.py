@@ -168,8 +168,9 @@ def _row(name, kind, precision, streams, objects, geo, m, gflop, peak_tflops, gr
     }
 
 
-def run_stream_suite(spec: StreamSuiteSpec, command: str, progress=print) -> dict:
-    """Measure every configuration; returns the report dict (``rows``)."""
+def run_stream_suite(spec: StreamSuiteSpec, command: str, progress=print, on_rows=None) -> dict:
+    """Measure every configuration; returns the report dict (``rows``). on_rows(report)
+    is called after each (size, objects, streams) point (e.g. to save partial results)."""
     device = torch.device(spec.device)
     on_gpu = gpu_decode_available(device)
     report: dict = {"command": command, "environment": environment_block(), "rows": [],
@@ -187,6 +188,8 @@ def run_stream_suite(spec: StreamSuiteSpec, command: str, progress=print) -> dic
                 for streams in spec.streams:
                     report["rows"] += _measure_point(spec, model, backends, workdir, size, objects, streams,
                                                      device, on_gpu, report["peak_matmul_tflops"], progress)
+                    if on_rows is not None:
+                        on_rows(report)
     return report
 
 

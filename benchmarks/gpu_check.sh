@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU check of issue 11: one script, under 8 minutes on one H100/H200 (16 cores) whose
+# python3 has torch (CUDA) and torchvision but no onnxruntime, ModelOpt, TensorRT or pip.
+# Runs from the repository with PYTHONPATH=.: the CUDA tests, then stmae-bench --streams at
+# 480x864 (synthetic 16:9 clips at 480p) with the published architecture (the contract's
+# rule weights) and with the shipped small model: streams 1/4/16, 1 and 4 objects, eager
+# vs CUDA graphs, fp32/bf16/fp16; then torch.compile + graphs for bf16. Every step has a
+# timeout (sum: 450 s); each bench writes its JSON after every measured point, so a step
+# cut short still leaves its rows. Prints one final table; everything goes into OUTDIR.
+# Usage: benchmarks/gpu_check.sh OUTDIR
+set -uo pipefail
+if [ $# -ne 1 ]; then
+  echo "usage: benchmarks/gpu_check.sh OUTDIR" >&2
+  exit 2
+fi
+out=$1
+cd "$(dirname "$0")/.." || exit 2
+export PYTHONPATH=.
+PY=${PYTHON:-python3}
+if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then
+  echo "gpu_check: needs a CUDA GPU and $PY with torch built for CUDA; none found here" >&2
+  exit 2
+fi
+mkdir -p "$out"
+: > "$out/steps.jsonl"
+start=$(date +%s)
+
+step() {  # step NAME TIMEOUT_S COMMAND...: run with a timeout, log to OUTDIR/NAME.log
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (at most ${limit} s)"
+  timeout --kill-after=5 "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  local now=$(( $(date +%s) - start ))
+  echo "   $name: exit $rc, ${now} s since start"
+  printf '{"step": "%s", "exit": %d, "timeout_s": %d, "elapsed_s": %d}\n' "$name" "$rc" "$limit" "$now" >> "$out/steps.jsonl"
+  tail -n 4 "$out/$name.log" | sed 's/^/   | /'
+}
+
+step environment 20 "$PY" -c "
+import json, torch, torchvision
+p = torch.cuda.get_device_properties(0)
+print(json.dumps({'gpu': p.name, 'memory_gib': round(p.total_memory / 2**30, 1), 'torch': torch.__version__,
+                  'cuda': torch.version.cuda, 'torchvision': torchvision.__version__}))"
+if "$PY" -c "import pytest" 2>/dev/null; then
+  step cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider tests/runtime/test_engine.py \
+    tests/runtime/test_session.py tests/benchmarks/test_bench_streams.py tests/runtime/test_torch_path_imports.py \
+    -k "cuda or torch_path"
+else
+  echo "== cuda_tests: pytest is not installed for $PY; the CUDA tests did not run" | tee "$out/cuda_tests.log"
+  printf '{"step": "cuda_tests", "exit": null, "note": "pytest missing"}\n' >> "$out/steps.jsonl"
+fi
+common=(--device cuda --sizes 480 --frames 14 --warmup 4 --streams 1 4 16 --run torch:fp32 --run torch:bf16 --run torch:fp16)
+step bench_published 170 "$PY" -m runtime.bench.cli "${common[@]}" --objects 1 4 --cuda-graphs on \
+  --out "$out/published"
+step bench_small 80 "$PY" -m runtime.bench.cli "${common[@]}" --objects 1 4 --cuda-graphs on \
+  --checkpoint weights/stmae_small_davis240.pth --out "$out/small"
+step bench_published_compiled 90 "$PY" -m runtime.bench.cli --device cuda --sizes 480 --frames 14 --warmup 4 \
+  --streams 1 16 --run torch:bf16 --objects 1 --cuda-graphs on --compile on --sequential off \
+  --out "$out/published_compiled"
+"$PY" benchmarks/gpu_table.py "$out"

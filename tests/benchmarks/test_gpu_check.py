@@ -1,0 +1,54 @@
+"""benchmarks/gpu_check.sh: valid bash whose step timeouts fit 8 minutes, refusing a
+machine without CUDA in one line; its final table from stmae-bench --streams reports."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from runtime.bench.cli import main as bench_main
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
+
+
+def test_script_is_valid_and_fits_eight_minutes():
+    subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
+    text = SCRIPT.read_text()
+    limits = [int(m) for m in re.findall(r"^step \w+ (\d+) ", text, flags=re.M)]
+    assert len(limits) >= 4  # environment, tests, published, small, compiled
+    assert sum(limits) + 5 * len(limits) <= 480, limits  # each may overrun by its 5 s kill grace
+    assert "PYTHONPATH=." in text and "--streams 1 4 16" in text and "--objects 1 4" in text
+    for precision in ("fp32", "bf16", "fp16"):
+        assert f"torch:{precision}" in text
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_script_refuses_without_cuda(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", str(SCRIPT), str(tmp_path / "out")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and "needs a CUDA GPU" in proc.stderr
+
+
+def test_final_table_from_reports(tmp_path, seeded_small_checkpoint, capsys):
+    out = tmp_path / "check"
+    assert bench_main(["--checkpoint", str(seeded_small_checkpoint), "--sizes", "32", "--frames", "4",
+                       "--warmup", "1", "--streams", "2", "--threads", "1", "--out", str(out / "small")]) == 0
+    (out / "steps.jsonl").write_text('{"step": "bench_small", "exit": 0}\n')
+    capsys.readouterr()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gpu_table.py"), str(out)],
+                          capture_output=True, text=True, env=env, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
+    assert "### small" in proc.stdout and "engine fp32 eager" in proc.stdout and "bench_small: exit 0" in proc.stdout
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert len(summary["reports"]["small"]["rows"]) == 3
+    assert (out / "gpu_check.md").read_text() == proc.stdout
