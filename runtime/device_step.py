@@ -253,7 +253,9 @@ class DeviceStep:
             logits = self.backend.segment_logits(image, features, coarse)
             return masked_aggregate(logits, None if objects is None else state.object_valid)
         # Exported graphs aggregate over every object they are given: run each lane on
-        # its real objects only.
+        # its real objects only (one lane with no padding: the backend's output as is).
+        if state.lanes == 1 and objects is None:
+            return self.backend.segment(image, features, coarse)
         out = torch.zeros(state.lanes, state.objects + 1, *image.shape[-2:], dtype=torch.float32, device=image.device)
         out[:, 0] = 1.0
         for lane in range(state.lanes):

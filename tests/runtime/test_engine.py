@@ -158,3 +158,31 @@ def test_cuda_graphs_equal_eager(small_model, compile_):
         for g, e in zip(results[True][name], results[False][name]):
             torch.testing.assert_close(g.prob, e.prob, rtol=1e-3, atol=1e-3)
             assert (g.labels != e.labels).mean() < 1e-3
+
+
+class SegmentOnly:
+    """A backend like the exported ones: ``segment`` aggregates over every object given,
+    no ``segment_logits`` (the engine then runs the mask autoencoder lane by lane)."""
+
+    def __init__(self, backend):
+        self.name, self.device, self.precision = "segment-only", backend.device, backend.precision
+        self.encode_key, self.segment = backend.encode_key, backend.segment
+
+
+def test_backend_without_logits_runs_lane_by_lane(small_model):
+    backend = SegmentOnly(TorchBackend(small_model))
+    assert not hasattr(backend, "segment_logits")
+    videos = {"a": video(7, 1, seed=21), "b": video(7, 3, seed=22, late=(2, 3))}
+    want = {name: alone(backend, *v) for name, v in videos.items()}
+    engine = StreamEngine(backend, CONFIG)
+    got = {name: [] for name in videos}
+    for name in videos:
+        engine.add_stream(name)
+    for t in range(7):
+        inputs = {name: check_step_input(engine.schedule(name), frames[t], masks.get(t))
+                  for name, (frames, masks) in videos.items()}
+        for name, result in engine.step(inputs).items():
+            got[name].append(result)
+    for name in videos:
+        for g, w in zip(got[name], want[name]):
+            assert_same(g, w, f"stream {name} frame {g.index}")
