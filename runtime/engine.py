@@ -333,14 +333,15 @@ class StreamEngine:
         state = bucket.state
         if (
             not annotated and state is not None and self.options.cuda_graphs and self.device.type == "cuda"
-            and step.batched_objects and bucket.graph_failed is None and self._needed_shape(bucket) == state.shape_key
+            and step.batched_objects and bucket.graph_failed is None
+            and all(need <= have for need, have in zip(self._needed_shape(bucket), state.shape_key))
         ):
             from .cuda_graphs import submit_graphed
 
             pending = submit_graphed(self, bucket, items, lanes_of)
             if pending is not None:
                 return pending
-        lanes = _round_up(len(bucket.lanes), self.options.lane_round)
+        lanes = max(_round_up(len(bucket.lanes), self.options.lane_round), state.lanes if state is not None else 0)
         by_lane = {lanes_of[s]: item for s, item, _, _ in items}
         with timer.stage("preprocess"):
             frames = self._frames_batch(bucket, lanes, by_lane)
