@@ -35,7 +35,8 @@ import torch
 import torch.nn.functional as F
 
 from stmae.preprocess import IMAGENET_MEAN, IMAGENET_STD
-from stmae.readout import similarity, to_key_size, topk_aggregate, upsample_coarse
+from stmae.kernels.topk import topk_readout
+from stmae.readout import to_key_size
 
 from .backends.base import KeyFeatures
 from .transforms import FrameGeometry
@@ -60,25 +61,27 @@ def readout(
     Returns (S, N, M) float32: for each query position, the softmax over its top-k valid
     similarities (float32) times the values at those positions. Invalid positions are
     -inf before the top-k, which is exactly a readout over the valid positions alone (a
-    group with nothing valid reads zeros). This is the single call site of the readout;
-    a fused kernel with the same signature can replace it.
+    group with nothing valid reads zeros).
+
+    This is the engine's single call site of the readout: each object group is one call
+    of :func:`stmae.kernels.topk.topk_readout` (the fused Triton kernel on CUDA when
+    Triton is there, the torch reference otherwise) with its (S, T*P) validity; an object
+    takes the result of its own group. One group (the usual case) is one call.
     """
     if valid is None:
-        return topk_aggregate(similarity(keys, query), values, top_k)
-    sim = similarity(keys, query)  # (S, M, L) float32
-    s, m, length = sim.shape
-    g, t = valid.shape[1:]
+        return topk_readout(query, keys, values, None, top_k)
+    s, g, t = valid.shape
+    length = keys.shape[-1]
     p = length // t
-    masked = sim.view(s, 1, m, t, p).masked_fill(~valid.view(s, g, 1, t, 1), float("-inf"))
-    k = min(top_k, length)
-    top_vals, top_idx = torch.topk(masked.view(s, g, m, length), k, dim=-1)  # (S, G, M, k)
-    weights = torch.nan_to_num(torch.softmax(top_vals, dim=-1), nan=0.0)
-    n = values.shape[1]
-    pick = group.view(s, n, 1, 1).expand(s, n, m, k)
-    idx = torch.gather(top_idx, 1, pick)  # (S, N, M, k)
-    w = torch.gather(weights, 1, pick)
-    picked = torch.gather(values.float(), 2, idx.reshape(s, n, m * k)).view(s, n, m, k)
-    return (picked * w).sum(dim=-1)
+    out = None
+    for gi in range(g):
+        valid_g = valid[:, gi, :, None].expand(s, t, p).reshape(s, length)
+        read = topk_readout(query, keys, values, valid_g, top_k)  # (S, N, M)
+        if g == 1:
+            return read
+        mine = (group == gi)[:, :, None]
+        out = torch.where(mine, read, 0.0 if out is None else out)
+    return out
 
 
 def masked_aggregate(logits: torch.Tensor, object_valid: torch.Tensor | None, eps: float = 1e-7) -> torch.Tensor:
