@@ -196,6 +196,7 @@ class StreamEngine:
         self._ids = itertools.count()
         self._network = backend
         self.graph_reports: list[dict] = []
+        self._in_flight: list[PendingStep] = []
         if self.options.compile and self.device.type == "cuda" and hasattr(backend, "segment_logits"):
             from .cuda_graphs import compiled_network
 
@@ -244,8 +245,15 @@ class StreamEngine:
         """Queue one frame of the given streams; ``.wait()`` gives the results. Under CUDA
         graphs the device works while the host prepares the next frame: submit frame t+1,
         then wait for frame t (results come back in submission order)."""
+        # Graph replays alternate two pinned buffer sets: at most two steps in flight.
+        self._in_flight = [p for p in self._in_flight if not p.done]
+        while len(self._in_flight) >= 2:
+            self._in_flight.pop(0).wait()
         with torch.inference_mode():
-            return self._submit(inputs)
+            pending = self._submit(inputs)
+        if not pending.done:
+            self._in_flight.append(pending)
+        return pending
 
     def _submit(self, inputs: dict[Hashable, StreamInput]) -> "PendingStep":
         results: dict[Hashable, StreamResult] = {}
@@ -430,6 +438,10 @@ class PendingStep:
 
     def __init__(self, ready: dict[Hashable, StreamResult], pending: list) -> None:
         self._ready, self._pending = ready, pending
+
+    @property
+    def done(self) -> bool:
+        return not self._pending
 
     def wait(self) -> dict[Hashable, StreamResult]:
         for finish in self._pending:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -18,6 +18,7 @@ import numpy as np
 
 from .backends.base import Backend
 from .config import SessionConfig
+from .engine import EngineOptions
 from .errors import InputError
 from .frames import FrameFolder, VideoFile, open_frames
 from .mask_io import existing_masks, read_mask, write_mask
@@ -178,7 +179,9 @@ def segment_video(
     annotations = annotations if annotations is not None else load_annotations(frames, first_mask, masks_dir)
     check_targets(input_path, out_dir, overlay, overwrite)
     out = check_output_folder(out_dir, overwrite)
-    session = VideoSession(backend, config)
+    # On CUDA the torch backend's step is captured in a CUDA graph (runtime.cuda_graphs).
+    options = replace(EngineOptions.fastest(backend.device, compile=False), keep_prob=False)
+    session = VideoSession(backend, config, options=options)
     fps = frames.fps if isinstance(frames, VideoFile) else 25.0
     writer = OverlayWriter(overlay, fps, tuple(frames.size), annotations.palette) if overlay else None
     used: set[str] = set()

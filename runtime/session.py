@@ -40,14 +40,15 @@ class FrameResult:
     index: frame index in the session (0-based).
     labels: (H, W) uint8 label map at input size, with the user's label values.
     prob: (N+1, H, W) float32 probabilities at input size on the backend's device;
-        channel 0 is the background, channel i is ``object_labels[i-1]``.
+        channel 0 is the background, channel i is ``object_labels[i-1]`` (None when the
+        session's engine options have ``keep_prob=False``, as ``stmae-segment`` uses).
     object_labels: the object labels in channel order (all objects known so far).
     memory_written: whether this frame was written to the memory bank.
     """
 
     index: int
     labels: np.ndarray
-    prob: torch.Tensor
+    prob: torch.Tensor | None
     object_labels: tuple[int, ...]
     memory_written: bool
 
