@@ -16,137 +16,28 @@ written). :class:`runtime.session.VideoSession` is this engine with one stream.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
-from dataclasses import dataclass
-from typing import ContextManager, Hashable, Protocol
+from typing import Hashable
 
 import numpy as np
 import torch
 
 from .config import SessionConfig
 from .device_step import BucketState, DeviceStep, channel_argmax_batched
+from .engine_types import (
+    EngineOptions, PendingStep, StageTimer, StreamInput, StreamMemory, StreamResult, _NoTimer,
+)
 from .errors import InputError
 from .schedule import FramePlan, StreamSchedule
 from .transforms import FrameGeometry
 
-
-class StageTimer(Protocol):
-    """Optional per-stage timing hook (e.g. :class:`runtime.bench.stats.StageTimer`)."""
-
-    def stage(self, name: str) -> ContextManager[None]: ...
-
-
-class _NoTimer:
-    def stage(self, name: str) -> ContextManager[None]:
-        return contextlib.nullcontext()
+__all__ = ["StreamEngine", "EngineOptions", "StreamInput", "StreamResult", "StreamMemory", "PendingStep", "StageTimer"]
 
 
 def _round_up(value: int, multiple: str | int) -> int:
     if multiple == "pow2":
         return 1 << max(value - 1, 0).bit_length()
     return -(-value // int(multiple)) * int(multiple)
-
-
-@dataclass(frozen=True)
-class EngineOptions:
-    """How the device step runs.
-
-    cuda_graphs: capture the step once per bucket shape and replay it (CUDA and a backend
-        with ``segment_logits`` only; anything else runs eagerly); compile: torch.compile
-        the network stages first (inductor, ``freezing=True``); channels_last: NHWC
-        convolution inputs; lane_round / object_round: round lanes (S) and objects
-        (N_max) up, 1 (exact) or 'pow2' (fewer shapes to capture);
-        permanent_capacity: annotated frames each stream has room for before its slot
-        table grows; keep_prob: return each stream's probabilities (a copy under graphs).
-    """
-
-    cuda_graphs: bool = False
-    compile: bool = False
-    channels_last: bool = False
-    lane_round: str | int = 1
-    object_round: str | int = 1
-    permanent_capacity: int = 1
-    keep_prob: bool = True
-
-    def __post_init__(self) -> None:
-        for name in ("lane_round", "object_round"):
-            value = getattr(self, name)
-            if value != "pow2" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-                raise ValueError(f"{name} must be a positive integer or 'pow2', got {value!r}")
-        if not isinstance(self.permanent_capacity, int) or self.permanent_capacity < 1:
-            raise ValueError(f"permanent_capacity must be a positive integer, got {self.permanent_capacity!r}")
-
-    @classmethod
-    def fastest(cls, device: torch.device | str, cuda_graphs: bool = True, compile: bool = True) -> "EngineOptions":
-        """CUDA: graphs (+ torch.compile) and channels_last, shapes rounded to powers of
-        two; elsewhere the eager defaults."""
-        if torch.device(device).type != "cuda":
-            return cls()
-        return cls(cuda_graphs=cuda_graphs, compile=compile and cuda_graphs, channels_last=True,
-                   lane_round="pow2", object_round="pow2", permanent_capacity=2)
-
-
-@dataclass(frozen=True)
-class StreamInput:
-    """One stream's frame: frame (H, W, 3) uint8 RGB (numpy, or a torch tensor on the
-    engine's device, e.g. decoded there); mask (H, W) uint8 label map or None; given: the
-    labels of ``mask`` taken (already validated, see :func:`runtime.session.check_step_input`)."""
-
-    frame: np.ndarray | torch.Tensor
-    mask: np.ndarray | None = None
-    given: tuple[int, ...] = ()
-
-
-@dataclass(frozen=True)
-class StreamResult:
-    """One stream's frame result: labels (H, W) uint8 with the user's label values; prob
-    (N+1, H, W) float32 on the device (None when the engine does not keep them);
-    object_labels in channel order; memory_written: the frame went to memory."""
-
-    stream: Hashable
-    index: int
-    labels: np.ndarray
-    prob: torch.Tensor | None
-    object_labels: tuple[int, ...]
-    memory_written: bool
-
-
-class StreamMemory:
-    """A read-only view of one stream's memory (slot table on the host, tensors on the
-    device): frames, permanent_frames, working_frames, used, capacity, allocated_bytes,
-    keys ((C, T*P) of its lane, in the key dtype)."""
-
-    def __init__(self, schedule: StreamSchedule, state: BucketState, lane: int) -> None:
-        self._schedule, self._state, self._lane = schedule, state, lane
-
-    @property
-    def frames(self) -> tuple[int, ...]:
-        return tuple(self._schedule.slot_frame)
-
-    @property
-    def permanent_frames(self) -> tuple[int, ...]:
-        return self._schedule.permanent_frames
-
-    @property
-    def working_frames(self) -> tuple[int, ...]:
-        return self._schedule.working_frames
-
-    @property
-    def used(self) -> int:
-        return self._schedule.used
-
-    @property
-    def capacity(self) -> int:
-        return self._state.slots
-
-    @property
-    def allocated_bytes(self) -> int:
-        return self._state.allocated_bytes // self._state.lanes
-
-    @property
-    def keys(self) -> torch.Tensor:
-        return self._state.keys[self._lane, :, : self._state.slots * self._state.positions]
 
 
 class _Bucket:
@@ -432,19 +323,3 @@ class StreamEngine:
         prob = out[: len(labels_known) + 1] if self.options.keep_prob and out is not None else None
         return StreamResult(stream, plan.index, labels, prob, labels_known, plan.written)
 
-
-class PendingStep:
-    """Results of a submitted frame: ready ones, and replays still running on the device."""
-
-    def __init__(self, ready: dict[Hashable, StreamResult], pending: list) -> None:
-        self._ready, self._pending = ready, pending
-
-    @property
-    def done(self) -> bool:
-        return not self._pending
-
-    def wait(self) -> dict[Hashable, StreamResult]:
-        for finish in self._pending:
-            self._ready.update(finish())
-        self._pending = []
-        return self._ready

@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -35,6 +34,7 @@ from stmae import STMAE
 from ..backends.factory import create_backend
 from ..config import SessionConfig
 from ..engine import EngineOptions, StreamEngine
+from ..engine_types import _NoTimer
 from ..gpu_decode import decode_jpegs, gpu_decode_available
 from ..mask_io import write_mask
 from ..session import VideoSession, check_step_input
@@ -47,13 +47,6 @@ from .memory import PeakMemory
 from .peak import measure_peak_gflops
 from .stats import LatencyStats, synchronizer
 from .suite import _model_and_checkpoint, _write_synthetic
-
-
-class _NoTimer:
-    def stage(self, name):
-        import contextlib
-
-        return contextlib.nullcontext()
 
 
 @dataclass(frozen=True)
