@@ -98,7 +98,8 @@ def masked_aggregate(logits: torch.Tensor, object_valid: torch.Tensor | None, ep
     stacked = torch.cat([background, prob], dim=1).clamp(eps, 1 - eps)
     agg = torch.log(stacked / (1 - stacked))
     if object_valid is not None:
-        channel_valid = F.pad(object_valid, (1, 0), value=True)
+        background = torch.ones_like(object_valid[:, :1])
+        channel_valid = torch.cat([background, object_valid], dim=1)
         agg = agg.masked_fill(~channel_valid[:, :, None, None], float("-inf"))
     return torch.softmax(agg, dim=1)
 
@@ -280,7 +281,7 @@ class DeviceStep:
         state.keys.view(s, state.key_channels, t + 1, p)[lanes, :, write_slot] = keys
         state.values.view(s, state.objects, t + 1, p)[lanes, :, write_slot] = values
         state.slot_frame[lanes, write_slot] = write_frame
-        state.slot_valid[lanes, write_slot] = True
+        state.slot_valid[lanes, write_slot] = torch.ones_like(write_slot, dtype=torch.bool)  # no host scalar: capturable
         state.slot_valid[:, t] = False
 
     def finish(self, state: BucketState, prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
