@@ -43,7 +43,9 @@ def evaluate_streams(
     a time. Results come in the order of ``paths``; a sequence's seconds are its wall time
     while sharing the device with the others."""
     device = backend.device
-    options = options or EngineOptions.fastest(device)
+    # CUDA graphs without torch.compile: a compile per bucket shape (object counts vary
+    # between sequences) would cost more than it saves over one dataset pass.
+    options = options or EngineOptions.fastest(device, compile=False)
     engine = StreamEngine(backend, config, replace(options, keep_prob=False))
     waiting = deque(paths)
     running: dict[str, _Running] = {}
