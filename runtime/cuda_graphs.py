@@ -92,16 +92,9 @@ class BucketGraph:
         for event in self.events:
             event.record()
         self.flip = 0
-        network = engine._network
-        every_lane = list(range(s))
 
         def body():
-            image = step.preprocess(self.frames)
-            features = network.encode_key(image)
-            coarse = step.read(state, features.f16, None, False)
-            prob = step.segment(state, image, features, coarse, every_lane)
-            step.write(state, features.f16, prob, self.write_slot, self.write_frame)
-            return step.finish(state, prob)
+            return step.static_step(state, self.frames, self.write_slot, self.write_frame)
 
         start = time.perf_counter()
         side = torch.cuda.Stream(dev)

@@ -284,6 +284,18 @@ class DeviceStep:
         state.slot_valid[lanes, write_slot] = torch.ones_like(write_slot, dtype=torch.bool)  # no host scalar: capturable
         state.slot_valid[:, t] = False
 
+    def static_step(self, state: BucketState, frames: torch.Tensor, write_slot: torch.Tensor,
+                    write_frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One whole frame with every shape fixed by the bucket: the program a CUDA graph
+        captures (:mod:`runtime.cuda_graphs`). frames (S, H, W, 3) uint8; write_slot,
+        write_frame (S,) int64 -> (probabilities (S, N_max+1, H, W), labels (S, H, W))."""
+        image = self.preprocess(frames)
+        features = self.backend.encode_key(image)
+        coarse = self.read(state, features.f16, None, False)
+        prob = self.segment(state, image, features, coarse, list(range(state.lanes)))
+        self.write(state, features.f16, prob, write_slot, write_frame)
+        return self.finish(state, prob)
+
     def finish(self, state: BucketState, prob: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """prob (S, N_max+1, Hp, Wp) -> (probabilities at input size (S, N_max+1, H, W)
         float32, label map (S, H, W) uint8 with the users' label values)."""

@@ -231,15 +231,18 @@ class StreamEngine:
         annotated = any(plan.given for _, _, plan, _ in items)
         state = bucket.state
         if (
-            not annotated and state is not None and self.options.cuda_graphs and self.device.type == "cuda"
+            not annotated and state is not None and self.options.cuda_graphs
             and step.batched_objects and bucket.graph_failed is None
             and all(need <= have for need, have in zip(self._needed_shape(bucket), state.shape_key))
         ):
-            from .cuda_graphs import submit_graphed
+            if self.device.type == "cuda":
+                from .cuda_graphs import submit_graphed
 
-            pending = submit_graphed(self, bucket, items, lanes_of)
-            if pending is not None:
-                return pending
+                pending = submit_graphed(self, bucket, items, lanes_of)
+                if pending is not None:
+                    return pending
+            else:  # no CUDA: the same static program, run eagerly
+                return self._static_step(bucket, items, lanes_of)
         lanes = max(_round_up(len(bucket.lanes), self.options.lane_round), state.lanes if state is not None else 0)
         by_lane = {lanes_of[s]: item for s, item, _, _ in items}
         with timer.stage("preprocess"):
@@ -253,7 +256,7 @@ class StreamEngine:
         for stream, _, plan, _ in items:
             old[lanes_of[stream]] = plan.old_objects
         if any(old):
-            static = self.options.cuda_graphs and self.device.type == "cuda"
+            static = self.options.cuda_graphs
             width = None if static else max(before[0] for *_, before in items)
             all_valid = (
                 not static and len(items) == s_lanes
@@ -296,6 +299,26 @@ class StreamEngine:
             stream: self._result(stream, plan, labels_host[lanes_of[stream]], out[lanes_of[stream]])
             for stream, _, plan, _ in items
         }
+
+    def _static_step(self, bucket: _Bucket, items: list, lanes_of: dict) -> dict[Hashable, StreamResult]:
+        """The captured program (:meth:`DeviceStep.static_step`) run eagerly: idle lanes
+        compute and write to the scratch slot, memory is read at full capacity."""
+        state = bucket.state
+        slots = [state.slots] * state.lanes
+        indices = [-1] * state.lanes
+        by_lane = {}
+        for stream, item, plan, _ in items:
+            lane = lanes_of[stream]
+            by_lane[lane] = item
+            if plan.written:
+                slots[lane], indices[lane] = plan.write_slot, plan.index
+        with self.timer.stage("graph_step"):
+            frames = self._frames_batch(bucket, state.lanes, by_lane)
+            out, labels = bucket.step.static_step(
+                state, frames, torch.tensor(slots, device=self.device), torch.tensor(indices, device=self.device))
+            labels_host = labels.cpu().numpy()
+        return {stream: self._result(stream, plan, labels_host[lanes_of[stream]], out[lanes_of[stream]])
+                for stream, _, plan, _ in items}
 
     def _annotate(self, bucket: _Bucket, state: BucketState, lane: int, plan: FramePlan,
                   prob: torch.Tensor, out: torch.Tensor, labels: torch.Tensor) -> None:

@@ -30,8 +30,9 @@ class _NoTimer:
 class EngineOptions:
     """How the device step runs.
 
-    cuda_graphs: capture the step once per bucket shape and replay it (CUDA and a backend
-        with ``segment_logits`` only; anything else runs eagerly); compile: torch.compile
+    cuda_graphs: every shape static (memory read at full capacity, idle lanes computed)
+        and, on CUDA with a backend that has ``segment_logits``, the step captured once
+        per bucket shape and replayed (on the CPU the same program runs eagerly); compile: torch.compile
         the network stages first (inductor, ``freezing=True``); channels_last: NHWC
         convolution inputs; lane_round / object_round: round lanes (S) and objects
         (N_max) up, 1 (exact) or 'pow2' (fewer shapes to capture);

@@ -5,6 +5,8 @@ masked batched readout equals the published readout over the valid memory only."
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -183,6 +185,38 @@ def test_backend_without_logits_runs_lane_by_lane(small_model):
                   for name, (frames, masks) in videos.items()}
         for name, result in engine.step(inputs).items():
             got[name].append(result)
+    for name in videos:
+        for g, w in zip(got[name], want[name]):
+            assert_same(g, w, f"stream {name} frame {g.index}")
+
+
+def test_static_program_with_padded_lanes_and_objects(small_model):
+    """What a CUDA graph captures, run eagerly on the CPU (cuda_graphs=True): lanes and
+    objects rounded up to powers of two (an idle lane, padding objects), room for two
+    annotated frames, memory read at full capacity, scratch-slot writes."""
+    backend = TorchBackend(small_model)
+    options = EngineOptions(cuda_graphs=True, lane_round="pow2", object_round="pow2", permanent_capacity=2)
+    videos = {"a": video(8, 3, seed=31), "b": video(8, 1, seed=32), "c": video(8, 2, seed=33, late=(4, 2))}
+    want = {name: alone(backend, *v) for name, v in videos.items()}
+    stages = []
+
+    class Recorder:
+        def stage(self, name):
+            stages.append(name)
+            return contextlib.nullcontext()
+
+    engine = StreamEngine(backend, CONFIG, options, timer=Recorder())
+    got = {name: [] for name in videos}
+    for name in videos:
+        engine.add_stream(name)
+    for t in range(8):
+        inputs = {name: check_step_input(engine.schedule(name), frames[t], masks.get(t))
+                  for name, (frames, masks) in videos.items()}
+        for name, result in engine.step(inputs).items():
+            got[name].append(result)
+    state = next(iter(engine._buckets.values())).state
+    assert (state.lanes, state.objects, state.slots) == (4, 4, 2 + 2)
+    assert stages.count("graph_step") == 6  # every frame but the two annotated ones
     for name in videos:
         for g, w in zip(got[name], want[name]):
             assert_same(g, w, f"stream {name} frame {g.index}")
