@@ -43,7 +43,7 @@ p = torch.cuda.get_device_properties(0)
 print(json.dumps({'gpu': p.name, 'memory_gib': round(p.total_memory / 2**30, 1), 'torch': torch.__version__,
                   'cuda': torch.version.cuda, 'torchvision': torchvision.__version__}))"
 if "$PY" -c "import pytest" 2>/dev/null; then
-  step cuda_tests 90 "$PY" -m pytest -q -p no:cacheprovider tests/runtime/test_engine.py \
+  step cuda_tests 110 "$PY" -m pytest -q -p no:cacheprovider tests/runtime/test_engine.py \
     tests/runtime/test_session.py tests/benchmarks/test_bench_streams.py tests/runtime/test_torch_path_imports.py \
     -k "cuda or torch_path"
 else
@@ -51,9 +51,9 @@ else
   printf '{"step": "cuda_tests", "exit": null, "note": "pytest missing"}\n' >> "$out/steps.jsonl"
 fi
 common=(--device cuda --sizes 480 --frames 14 --warmup 4 --streams 1 4 16 --run torch:fp32 --run torch:bf16 --run torch:fp16)
-step bench_published 170 "$PY" -m runtime.bench.cli "${common[@]}" --objects 1 4 --cuda-graphs on \
+step bench_published 160 "$PY" -m runtime.bench.cli "${common[@]}" --objects 1 4 --cuda-graphs on \
   --out "$out/published"
-step bench_small 80 "$PY" -m runtime.bench.cli "${common[@]}" --objects 1 4 --cuda-graphs on \
+step bench_small 70 "$PY" -m runtime.bench.cli "${common[@]}" --objects 1 4 --cuda-graphs on \
   --checkpoint weights/stmae_small_davis240.pth --out "$out/small"
 step bench_published_compiled 90 "$PY" -m runtime.bench.cli --device cuda --sizes 480 --frames 14 --warmup 4 \
   --streams 1 16 --run torch:bf16 --objects 1 --cuda-graphs on --compile on --sequential off \
