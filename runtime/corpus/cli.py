@@ -1,0 +1,120 @@
+"""Corpus options of ``stmae-segment`` / ``stmae-eval`` (``--videos``, ``--workers``,
+``--ray`` ...) and the command bodies that run them; :mod:`runtime.cli` parses and calls."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..config import SessionConfig
+from ..errors import BackendUnavailable, InputError
+from .dispatch import RunnerError
+
+
+def add_corpus_options(parser: argparse.ArgumentParser, videos: bool = True) -> None:
+    group = parser.add_argument_group("many videos (see README: 'A corpus of videos')")
+    if videos:
+        group.add_argument("--videos", help="folder of video files and/or frame folders (masks in --masks-dir "
+                           "MASKS/<name>.png or MASKS/<name>/), or a DAVIS / YouTube-VOS root")
+        group.add_argument("--resolution", help="DAVIS layout: resolution folder (default 480p, else the only one)")
+        group.add_argument("--max-frames", type=int, help="only the first N frames of each video (quick runs)")
+    group.add_argument("--workers", type=int, default=0,
+                       help="N local worker processes (default: the videos one after the other in this process)")
+    group.add_argument("--ray", metavar="local|auto|ADDRESS",
+                       help="run on Ray: 'local' starts Ray here, 'auto' joins the cluster running here "
+                       "(ray start --head), ADDRESS joins that cluster")
+    group.add_argument("--ray-actors", type=int, help="Ray actors (default: one per GPU, or per --cpus-per-actor cores)")
+    group.add_argument("--cpus-per-actor", type=int, default=1, help="CPU cores (torch threads) per CPU actor (default 1)")
+    group.add_argument("--retries", type=int, default=2,
+                       help="retries of a video whose worker died (killed, out of memory); default 2")
+
+
+def wants_corpus(args: argparse.Namespace) -> bool:
+    return bool(getattr(args, "videos", None)) or args.workers > 0 or args.ray is not None
+
+
+def _check(args: argparse.Namespace) -> None:
+    if args.workers < 0:
+        raise InputError(f"--workers must be 0 or more, got {args.workers}")
+    if args.workers and args.ray is not None:
+        raise InputError("give --workers N or --ray ADDRESS, not both")
+    for flag, value in (("--ray-actors", args.ray_actors), ("--cpus-per-actor", args.cpus_per_actor),
+                        ("--max-frames", args.max_frames)):
+        if value is not None and value < 1:
+            raise InputError(f"{flag} must be at least 1, got {value}")
+
+
+def _setup(args: argparse.Namespace, spec, config: SessionConfig, out: Path):
+    from .worker import WorkerSetup, fingerprint_of
+
+    return WorkerSetup(spec, config, out, fingerprint_of(spec, config, args.max_frames), args.max_frames)
+
+
+def _run(args, jobs, setup):
+    from tqdm import tqdm
+
+    from .run import run_corpus
+
+    with tqdm(total=len(jobs), unit="video", disable=args.quiet, dynamic_ncols=True, file=sys.stderr) as bar:
+        def on_video(result: dict) -> None:
+            bar.update(1)
+            if result["status"] != "done":
+                bar.write(f"failed: {result['name']}: {result['error']}", file=sys.stderr)
+
+        try:
+            return run_corpus(
+                jobs, setup, workers=args.workers, ray=args.ray, ray_actors=args.ray_actors,
+                cpus_per_actor=args.cpus_per_actor, retries=args.retries, overwrite=args.overwrite,
+                on_video=on_video,
+            )
+        except RunnerError as exc:
+            if exc.user_error:
+                raise BackendUnavailable(str(exc)) from None
+            raise
+
+
+def segment_corpus(args: argparse.Namespace, spec, config: SessionConfig) -> int:
+    """``stmae-segment --videos DIR``: returns the exit status (1 if any video failed)."""
+    from .jobs import discover_jobs
+
+    _check(args)
+    if not args.videos:
+        raise InputError("--workers/--ray segment many videos: give them with --videos DIR")
+    if args.input or args.mask or args.overlay:
+        raise InputError("--videos takes the place of --input/--mask/--overlay; give one or the other")
+    jobs = discover_jobs(args.videos, args.masks_dir, args.resolution)
+    summary = _run(args, jobs, _setup(args, spec, config, Path(args.out)))
+    _print_summary(summary)
+    return 0 if summary.ok else 1
+
+
+def _print_summary(summary) -> None:
+    for name, error in summary.failed.items():
+        print(f"failed: {name}: {error}", file=sys.stderr)
+    print(summary.line())
+    print(f"summary: {summary.out / 'run_summary.json'}")
+
+
+def eval_corpus(args: argparse.Namespace, spec, config: SessionConfig, names: list[str]) -> int:
+    """``stmae-eval --workers N | --ray ...``: segment the sequences as a corpus (resumable),
+    then score the finished ones. Returns the exit status (1 if any sequence failed)."""
+    from .jobs import davis_jobs
+    from .scoring import score_sequences
+
+    _check(args)
+    if args.max_frames is not None and args.max_frames < 3:
+        raise InputError(f"--max-frames must be at least 3 (first and last frames are not scored), got {args.max_frames}")
+    out = Path(args.out)
+    jobs = davis_jobs(args.dataset, args.resolution, names)
+    summary = _run(args, jobs, _setup(args, spec, config, out))
+    finished = [n for n in names if n not in summary.failed]
+    if finished:
+        result = score_sequences(args.dataset, args.resolution, finished, out)
+        result.write_csv(out / "results.csv")
+        for seq in result.sequences:
+            print(f"{seq.name:<24} J {seq.J:.4f}  F {seq.F:.4f}  J&F {seq.JF:.4f}  ({seq.frames} frames)")
+        print(f"per-sequence results: {out / 'results.csv'}")
+        print(result.summary_line())
+    _print_summary(summary)
+    return 0 if summary.ok else 1

@@ -1,0 +1,78 @@
+"""The work list every runner hands videos out from: pending videos, attempts, retries.
+
+A video whose worker died (killed, OOM) or that failed with an out-of-memory error goes
+back to the list until it has died ``retries + 1`` times; then it fails with the reason.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from typing import Callable
+
+from .jobs import VideoJob
+
+
+class RunnerError(RuntimeError):
+    """The runner cannot go on (e.g. no worker can build its backend). ``user_error``:
+    the cause is the user's input (bad checkpoint, missing export), exit status 2."""
+
+    def __init__(self, message: str, user_error: bool = False) -> None:
+        super().__init__(message)
+        self.user_error = user_error
+
+
+class WorkList:
+    """Videos to hand out. on_result(result) is called once per video with its final
+    outcome (``attempts`` and ``retried`` added); on_retry(name, reason) at each retry."""
+
+    def __init__(
+        self,
+        jobs: list[VideoJob],
+        retries: int,
+        on_result: Callable[[dict], None],
+        on_retry: Callable[[str, str], None] | None = None,
+    ) -> None:
+        self.pending: deque[VideoJob] = deque(jobs)
+        self.retries = retries
+        self.deaths: Counter[str] = Counter()
+        self.in_flight = 0
+        self.remaining = len(jobs)
+        self._on_result = on_result
+        self._on_retry = on_retry
+
+    @property
+    def complete(self) -> bool:
+        return self.remaining == 0
+
+    def next(self) -> VideoJob | None:
+        """The next video to hand to a free worker, or None if none is waiting."""
+        if not self.pending:
+            return None
+        self.in_flight += 1
+        return self.pending.popleft()
+
+    def finished(self, job: VideoJob, result: dict) -> None:
+        """A worker returned ``result`` for ``job`` (done, or failed)."""
+        self.in_flight -= 1
+        if result.get("status") == "failed" and result.get("retriable"):
+            self.in_flight += 1
+            self.died(job, result.get("error") or "out of memory")
+            return
+        self._final(job, result)
+
+    def died(self, job: VideoJob, reason: str) -> None:
+        """The worker holding ``job`` died: retry it elsewhere, or fail it for good."""
+        self.in_flight -= 1
+        self.deaths[job.name] += 1
+        if self.deaths[job.name] <= self.retries:
+            if self._on_retry is not None:
+                self._on_retry(job.name, reason)
+            self.pending.append(job)
+            return
+        error = f"failed {self.deaths[job.name]} times, last: {reason}"
+        self._final(job, {"name": job.name, "status": "failed", "error": error, "retriable": False, "record": None})
+
+    def _final(self, job: VideoJob, result: dict) -> None:
+        self.remaining -= 1
+        result = {**result, "attempts": self.deaths[job.name] + 1, "retried": self.deaths[job.name] > 0}
+        self._on_result(result)

@@ -1,0 +1,141 @@
+"""N local worker processes (no Ray): the default for one machine.
+
+Each worker process (started with ``spawn``) builds its backend once and segments one
+video at a time, handed to it over its own pipe as it frees up, so the parent always knows
+which video a worker holds. A worker that dies (killed, OOM) is replaced and its video
+goes back to the work list (:class:`runtime.corpus.dispatch.WorkList`).
+Workers ignore SIGINT: on Ctrl-C the parent stops them.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import signal
+from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, wait
+
+from .dispatch import RunnerError, WorkList
+from .worker import Worker, WorkerSetup, timed_run
+
+_USER_ERRORS = ("InputError", "BackendUnavailable", "CheckpointError", "ExportManifestError")
+
+
+def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        worker = Worker(setup)
+    except Exception as exc:
+        conn.send(("init_error", type(exc).__name__, str(exc)))
+        return
+    conn.send(("ready",))
+    while True:
+        job = conn.recv()
+        if job is None:
+            return
+        conn.send(("result", timed_run(worker, job)))
+
+
+@dataclass
+class _Slot:
+    process: mp.process.BaseProcess
+    conn: Connection
+    ready: bool = False
+    job: object = None
+
+
+def _device_for(device: str, index: int) -> str:
+    """Spread plain 'cuda' workers over the visible GPUs."""
+    if device != "cuda":
+        return device
+    import torch
+
+    count = torch.cuda.device_count()
+    return f"cuda:{index % count}" if count > 1 else device
+
+
+class LocalPool:
+    """Runs videos on ``workers`` processes; see :meth:`run`."""
+
+    def __init__(self, setup: WorkerSetup, workers: int) -> None:
+        if workers < 1:
+            raise ValueError(f"workers must be at least 1, got {workers}")
+        self.setup = setup
+        self.workers = workers
+        self._ctx = mp.get_context("spawn")
+        self._started = 0
+
+    def _start(self) -> _Slot:
+        setup = replace(self.setup, backend=self.setup.backend.with_device(
+            _device_for(self.setup.backend.device, self._started)))
+        self._started += 1
+        parent, child = self._ctx.Pipe()
+        process = self._ctx.Process(target=_worker_main, args=(child, setup), daemon=True,
+                                    name=f"stmae-worker-{self._started}")
+        process.start()
+        child.close()
+        return _Slot(process, parent)
+
+    def run(self, work: WorkList) -> None:
+        """Hand out ``work`` until every video has its final outcome."""
+        slots = [self._start() for _ in range(min(self.workers, work.remaining))]
+        try:
+            while not work.complete:
+                for slot in slots:
+                    if slot.ready and slot.job is None:
+                        slot.job = work.next()
+                        if slot.job is not None:
+                            slot.conn.send(slot.job)
+                waitables = [s.conn for s in slots] + [s.process.sentinel for s in slots]
+                ready = set(wait(waitables))
+                for slot in list(slots):
+                    if slot.conn in ready or slot.process.sentinel in ready:
+                        if not self._receive(slot, work):
+                            slots.remove(slot)
+                            if not work.complete:
+                                slots.append(self._start())
+        finally:
+            self._stop(slots)
+
+    def _receive(self, slot: _Slot, work: WorkList) -> bool:
+        """Handle what ``slot`` sent; False if its process is gone."""
+        gone = False
+        try:
+            message = slot.conn.recv() if slot.conn.poll() else None
+        except (EOFError, OSError):
+            message, gone = None, True
+        if message is None:
+            if not gone and slot.process.is_alive():
+                return True  # woken by nothing readable yet
+            slot.process.join(5)
+            code = slot.process.exitcode
+            if not slot.ready:
+                raise RunnerError(f"a worker process exited with code {code} while starting")
+            if slot.job is not None:
+                work.died(slot.job, f"worker process exited with code {code}")
+                slot.job = None
+            slot.conn.close()
+            return False
+        kind = message[0]
+        if kind == "ready":
+            slot.ready = True
+        elif kind == "init_error":
+            _, name, text = message
+            raise RunnerError(text if name in _USER_ERRORS else f"{name}: {text}", user_error=name in _USER_ERRORS)
+        elif kind == "result":
+            job, slot.job = slot.job, None
+            work.finished(job, message[1])
+        return True
+
+    def _stop(self, slots: list[_Slot]) -> None:
+        for slot in slots:
+            try:
+                if slot.process.is_alive():
+                    slot.conn.send(None)
+            except (OSError, BrokenPipeError):
+                pass
+        for slot in slots:
+            slot.process.join(2 if slot.job is None else 0.1)
+            if slot.process.is_alive():
+                slot.process.terminate()
+                slot.process.join(5)
+            slot.conn.close()

@@ -1,0 +1,170 @@
+"""Run a corpus: plan (skip finished videos, clear unfinished ones), dispatch to a runner,
+and summarise (``OUT/run_summary.json`` plus one line).
+
+Runners: ``workers=0`` segments the videos one after the other in this process;
+``workers=N`` uses N local worker processes; ``ray=ADDRESS`` uses Ray actors.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError
+from . import records
+from .dispatch import WorkList
+from .jobs import VideoJob
+from .worker import CRASH_ENV, Worker, WorkerSetup, timed_run
+
+
+@dataclass
+class CorpusSummary:
+    """Outcome of a run: ``done`` (this run), ``skipped`` (done before), ``retried``
+    (names -> attempts), ``failed`` (name -> error)."""
+
+    out: Path
+    runner: str
+    total: int
+    done: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    retried: dict[str, int] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    frames: int = 0
+    seconds: float = 0.0
+    worker_seconds: float = 0.0
+    startup_seconds: float = 0.0
+    started_at: str = ""
+    finished_at: str = ""
+    interrupted: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed and not self.interrupted
+
+    def as_dict(self) -> dict:
+        return {
+            "out": str(self.out), "runner": self.runner, "videos": self.total,
+            "done": self.done, "skipped": self.skipped, "retried": self.retried,
+            "failed": [{"name": n, "error": e} for n, e in self.failed.items()],
+            "frames": self.frames, "seconds": round(self.seconds, 3),
+            "worker_seconds": round(self.worker_seconds, 3), "startup_seconds": round(self.startup_seconds, 3),
+            "started_at": self.started_at, "finished_at": self.finished_at, "interrupted": self.interrupted,
+        }
+
+    def line(self) -> str:
+        fps = self.frames / self.seconds if self.seconds > 0 else 0.0
+        text = (
+            f"{self.total} videos: {len(self.done)} done, {len(self.skipped)} skipped (done before), "
+            f"{len(self.retried)} retried, {len(self.failed)} failed; {self.frames} frames in "
+            f"{self.seconds:.1f} s ({fps:.2f} FPS) on {self.runner} -> {self.out}"
+        )
+        if self.interrupted:
+            text += " (interrupted: rerun the same command to finish)"
+        return text
+
+
+class _InProcess:
+    """Videos one after the other in this process (the sequential reference)."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        self.setup = setup
+
+    def run(self, work: WorkList) -> None:
+        worker = Worker(self.setup)
+        while not work.complete:
+            job = work.next()
+            work.finished(job, timed_run(worker, job))
+
+
+def _check_paths(jobs: list[VideoJob], out: Path) -> None:
+    """Refuse an output folder that is, holds, or sits inside any input."""
+    resolved = out.resolve()
+    for job in jobs:
+        for given in (job.source, job.first_mask, job.masks_dir):
+            if given is None:
+                continue
+            given = given.resolve()
+            if resolved == given or resolved in given.parents or given in resolved.parents:
+                raise InputError(f"--out {out} overlaps the input {given}; write the masks to another folder")
+
+
+def run_corpus(
+    jobs: list[VideoJob],
+    setup: WorkerSetup,
+    *,
+    workers: int = 0,
+    ray: str | None = None,
+    ray_actors: int | None = None,
+    cpus_per_actor: int = 1,
+    retries: int = 2,
+    overwrite: bool = False,
+    on_video: Callable[[dict], None] | None = None,
+) -> CorpusSummary:
+    """Segment every job into ``setup.out/<name>/``; see the module docstring.
+
+    setup.fingerprint must be set (:func:`runtime.corpus.worker.fingerprint_of`): finished
+    videos with the same fingerprint are skipped, others are refused unless ``overwrite``
+    (which redoes every listed video). retries: how many times a video whose worker died is
+    retried. on_video(result) is called after each video. Raises InputError for bad input,
+    RunnerError if the runner cannot start.
+    """
+    if not jobs:
+        raise InputError("no video to segment")
+    if retries < 0:
+        raise InputError(f"--retries must be 0 or more, got {retries}")
+    out = Path(setup.out)
+    _check_paths(jobs, out)
+    records.claim_output(out, setup.fingerprint, overwrite)
+    summary = CorpusSummary(out, "this process", len(jobs), started_at=records.utc_now())
+    pending = []
+    for job in jobs:
+        if not overwrite and records.is_done(out, job.name, setup.fingerprint):
+            summary.skipped.append(job.name)
+        else:
+            records.clear_video(out, job.name)
+            pending.append(job)
+    setup = replace(setup, out=out, crash_at=os.environ.get(CRASH_ENV) or setup.crash_at)
+    if ray is not None:
+        from .ray_runner import RayRunner
+
+        runner = RayRunner(setup, ray, ray_actors, cpus_per_actor)
+    elif workers > 0:
+        from .local_pool import LocalPool
+
+        runner = LocalPool(replace(setup, threads=setup.threads or max(1, (os.cpu_count() or 1) // workers)), workers)
+        summary.runner = f"{workers} local worker process(es)"
+    else:
+        runner = _InProcess(setup)
+
+    def on_result(result: dict) -> None:
+        name = result["name"]
+        if result["retried"]:
+            summary.retried[name] = result["attempts"]
+        if result["status"] == "done":
+            summary.done.append(name)
+            summary.frames += result["record"]["frames"]
+        else:
+            records.clear_video(out, name)
+            summary.failed[name] = result["error"]
+        summary.worker_seconds += result.get("worker_seconds", 0.0)
+        if on_video is not None:
+            on_video(result)
+
+    start = time.perf_counter()
+    try:
+        if pending:
+            runner.run(WorkList(pending, retries, on_result))
+    except KeyboardInterrupt:
+        summary.interrupted = True
+        raise
+    finally:
+        summary.seconds = time.perf_counter() - start
+        summary.finished_at = records.utc_now()
+        if ray is not None:
+            summary.runner = f"Ray ({ray}): {runner.plan}"
+            summary.startup_seconds = runner.startup_seconds
+        records.write_json(out / records.SUMMARY, summary.as_dict())
+    return summary

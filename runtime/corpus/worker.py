@@ -1,0 +1,205 @@
+"""One corpus worker: builds its backend once, then segments whole videos into
+``<out>/<name>/`` and writes each video's done record after its last mask.
+
+The same :class:`Worker` runs in this process, in a local worker process
+(:mod:`runtime.corpus.local_pool`) or in a Ray actor (:mod:`runtime.corpus.ray_runner`);
+everything it needs travels in a picklable :class:`WorkerSetup`.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import socket
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from ..config import SessionConfig
+from ..errors import InputError
+from ..frames import FrameFolder, VideoFile, open_frames
+from .jobs import VideoJob
+from .records import clear_video, utc_now, write_record
+
+# Fault injection for tests, read by the driver (runtime.corpus.run) and passed to every
+# worker in WorkerSetup.crash_at: "<video>:<frame>:<marker file>" makes the worker that
+# reaches that frame of that video exit at once (os._exit, like a kill or the OOM killer),
+# once: the marker file is created first, so the retry runs normally.
+CRASH_ENV = "STMAE_TEST_CRASH"
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """What a worker needs to build its backend (see runtime.backends.create_backend)."""
+
+    name: str = "torch"
+    checkpoint: str | None = None
+    export_dir: str | None = None
+    device: str = "cpu"
+    precision: str = "fp32"
+
+    def model_hash(self) -> str:
+        """sha256 of the checkpoint file, or of the export's manifest.json."""
+        path = Path(self.checkpoint) if self.name == "torch" else Path(self.export_dir or ".") / "manifest.json"
+        digest = hashlib.sha256()
+        try:
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+        except OSError as exc:
+            raise InputError(f"cannot read {path} ({exc.strerror})") from None
+        return digest.hexdigest()
+
+    def with_device(self, device: str) -> "BackendSpec":
+        return BackendSpec(self.name, self.checkpoint, self.export_dir, device, self.precision)
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """backend: how to build the backend; config: the session settings; out: the corpus
+    output folder; fingerprint: what makes results comparable (recorded with each video);
+    max_frames: only the first N frames of each video; threads: torch CPU threads;
+    crash_at: fault injection for tests (see CRASH_ENV)."""
+
+    backend: BackendSpec
+    config: SessionConfig
+    out: Path
+    fingerprint: dict = field(default_factory=dict)
+    max_frames: int | None = None
+    threads: int | None = None
+    crash_at: str | None = None
+
+
+def fingerprint_of(spec: BackendSpec, config: SessionConfig, max_frames: int | None) -> dict:
+    """The settings a finished video's masks depend on (not the device or the runner)."""
+    return {
+        "backend": spec.name,
+        "precision": spec.precision,
+        "model_sha256": spec.model_hash(),
+        "session": asdict(config),
+        "max_frames": max_frames,
+    }
+
+
+class _FirstFramesOfVideo(VideoFile):
+    """A video file cut to its first ``limit`` frames."""
+
+    def __init__(self, video: VideoFile, limit: int) -> None:
+        self.__dict__.update(video.__dict__)
+        self.limit = limit
+
+    def __len__(self) -> int:
+        return min(self.count_hint, self.limit)
+
+    def __iter__(self):
+        for index, item in enumerate(super().__iter__()):
+            if index >= self.limit:
+                return
+            yield item
+
+
+def first_frames(frames: FrameFolder | VideoFile, limit: int | None) -> FrameFolder | VideoFile:
+    """``frames`` cut to its first ``limit`` frames (unchanged if None)."""
+    if limit is None:
+        return frames
+    if isinstance(frames, FrameFolder):
+        cut = copy.copy(frames)
+        cut.paths, cut.names = frames.paths[:limit], frames.names[:limit]
+        return cut
+    return _FirstFramesOfVideo(frames, limit)
+
+
+def _crash_hook(spec: str | None, name: str):
+    if not spec:
+        return None
+    video, frame, marker = spec.split(":", 2)
+    if video != name:
+        return None
+
+    def hook(count: int) -> None:
+        if count == int(frame) and not os.path.exists(marker):
+            Path(marker).touch()
+            os._exit(17)
+
+    return hook
+
+
+class Worker:
+    """Holds one backend; :meth:`run` segments one video and returns its outcome."""
+
+    def __init__(self, setup: WorkerSetup) -> None:
+        import torch
+
+        from ..backends.factory import create_backend
+
+        self.setup = setup
+        if setup.threads:
+            torch.set_num_threads(setup.threads)
+        if setup.backend.device == "cpu":
+            torch.set_flush_denormal(True)  # see runtime.cli: denormals slow CPU convolutions
+        spec = setup.backend
+        self.backend = create_backend(
+            spec.name, checkpoint=spec.checkpoint, export_dir=spec.export_dir, device=spec.device,
+            precision=spec.precision,
+        )
+        self.host = socket.gethostname()
+
+    def run(self, job: VideoJob) -> dict:
+        """Segment ``job`` into ``out/<name>/``; returns ``{"name", "status": "done" |
+        "failed", "error", "retriable", "record"}``. Partial output of a failed video is
+        cleared; a done video has its record written after its last mask."""
+        from ..segment_video import load_annotations, segment_video
+
+        out = self.setup.out
+        clear_video(out, job.name)
+        started = utc_now()
+        try:
+            frames = first_frames(open_frames(job.source), self.setup.max_frames)
+            annotations = load_annotations(frames, job.first_mask, job.masks_dir)
+            if self.setup.max_frames is not None:
+                kept = set(frames.names) if isinstance(frames, FrameFolder) else {
+                    f"{i:05d}" for i in range(self.setup.max_frames)}
+                annotations = type(annotations)({k: v for k, v in annotations.masks.items() if k in kept},
+                                                annotations.palette)
+                if not annotations.masks:
+                    raise InputError(f"no mask within the first {self.setup.max_frames} frames")
+            summary = segment_video(
+                self.backend, job.source, out / job.name, config=self.setup.config, overwrite=True,
+                frames=frames, annotations=annotations, on_frame=_crash_hook(self.setup.crash_at, job.name),
+            )
+        except Exception as exc:  # the video fails; the worker goes on with the next one
+            clear_video(out, job.name)
+            import torch
+
+            retriable = isinstance(exc, (MemoryError, torch.OutOfMemoryError))
+            message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+            return {"name": job.name, "status": "failed", "error": message.splitlines()[0] if message else "",
+                    "retriable": retriable, "record": None}
+        spec = self.setup.backend
+        record = {
+            "name": job.name,
+            "source": str(job.source),
+            "frames": summary.frames,
+            "objects": list(summary.objects),
+            "seconds": round(summary.seconds, 4),
+            "backend": spec.name,
+            "device": spec.device,
+            "precision": spec.precision,
+            "model_sha256": self.setup.fingerprint.get("model_sha256"),
+            "fingerprint": self.setup.fingerprint,
+            "host": self.host,
+            "pid": os.getpid(),
+            "started_at": started,
+            "finished_at": utc_now(),
+        }
+        write_record(out, job.name, record)
+        return {"name": job.name, "status": "done", "error": None, "retriable": False, "record": record}
+
+
+def timed_run(worker: Worker, job: VideoJob) -> dict:
+    """:meth:`Worker.run` with the worker-side wall time added (``worker_seconds``)."""
+    start = time.perf_counter()
+    result = worker.run(job)
+    result["worker_seconds"] = time.perf_counter() - start
+    return result
