@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 from stmae.checkpoint import CheckpointError
 
 from .backends.factory import BACKENDS, create_backend
+from .corpus.cli import add_corpus_options, eval_corpus, segment_corpus, wants_corpus
+from .live.cli import add_live_options, segment_live, wants_live
 from .config import (
     DEFAULT_MAX_MEMORY_FRAMES,
     DEFAULT_MEM_EVERY,
@@ -82,6 +84,17 @@ def _backend(args: argparse.Namespace):
     )
 
 
+def _backend_spec(args: argparse.Namespace):
+    """What worker processes / Ray actors need to build the backend themselves."""
+    from .corpus.worker import BackendSpec
+
+    if args.backend == "torch" and not args.checkpoint:
+        raise InputError("--checkpoint is required with --backend torch")
+    if args.backend != "torch" and not args.export_dir:
+        raise InputError(f"--export-dir is required with --backend {args.backend} (make one with stmae-export)")
+    return BackendSpec(args.backend, args.checkpoint, args.export_dir, args.device or _default_device(), args.precision)
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that report bad input or an unusable backend (exit status 2)."""
     errors: list[type[BaseException]] = [InputError, BackendUnavailable, CheckpointError]
@@ -94,10 +107,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return tuple(errors)
 
 
-def _run(prog: str, body: Callable[[], None]) -> int:
-    """Run a command body; turn errors into one line on stderr and an exit status."""
+def _run(prog: str, body: Callable[[], int | None]) -> int:
+    """Run a command body; turn errors into one line on stderr and an exit status (the
+    body's own, if it returns one)."""
     try:
-        body()
+        code = body()
     except _user_errors() as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -110,7 +124,7 @@ def _run(prog: str, body: Callable[[], None]) -> int:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"{prog}: error: {type(exc).__name__}: {first} (set STMAE_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 def _progress(total: int | None, unit: str, quiet: bool, desc: str | None = None):
@@ -126,16 +140,28 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         description="Segment the objects of a video from their masks in the first frame (or in --masks-dir). "
         "Writes one palette PNG per frame, named after the frame.",
     )
-    parser.add_argument("--input", required=True, help="folder of frames (jpg/png, sorted by name) or a video file")
+    parser.add_argument("--input", help="folder of frames (jpg/png, sorted by name), a video file, or a live "
+                        "source: rtsp://, rtmp://, http(s)://, udp:// URL or /dev/videoN")
     parser.add_argument("--mask", help="label-map PNG of the first frame (0 = background, 1..255 = objects)")
     parser.add_argument("--masks-dir", help="folder of masks named after frames (00000.png ... for a video); "
                         "a later mask introduces objects not seen before")
-    parser.add_argument("--out", required=True, help="output folder for the masks")
+    parser.add_argument("--out", help="output folder for the masks (a live source may write only --overlay)")
     parser.add_argument("--overlay", help="also write an overlay video (e.g. result.mp4)")
     _add_runtime_options(parser)
+    add_corpus_options(parser)
+    add_live_options(parser)
     args = parser.parse_args(argv)
 
-    def body() -> None:
+    def body() -> int | None:
+        if wants_corpus(args):
+            if not args.out:
+                raise InputError("--out is required: the folder that gets one subfolder of masks per video")
+            return segment_corpus(args, _backend_spec(args), _session_config(args))
+        if wants_live(args):
+            return segment_live(args, lambda: _backend(args), _session_config(args))
+        if not args.input or not args.out:
+            raise InputError("give --input (frames folder, video file, stream URL or camera) and --out, "
+                             "or --videos DIR and --out for many videos")
         from .frames import open_frames
         from .segment_video import check_output_folder, check_targets, load_annotations, segment_video
 
@@ -173,6 +199,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--streams", type=int, default=1,
                         help="sequences segmented together by the batched engine (default 1; same masks as one at a time)")
     _add_runtime_options(parser)
+    add_corpus_options(parser, videos=False)
     args = parser.parse_args(argv)
 
     def body() -> None:
@@ -191,6 +218,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         names = read_split(root, args.split, args.year) if args.split else [
             s.strip() for s in args.sequences.split(",") if s.strip()
         ]
+        if wants_corpus(args):
+            return eval_corpus(args, _backend_spec(args), config, names)
         out = Path(args.out)
         results_csv = out / "results.csv"
         if not args.overwrite:

@@ -18,7 +18,7 @@ def add_corpus_options(parser: argparse.ArgumentParser, videos: bool = True) -> 
         group.add_argument("--videos", help="folder of video files and/or frame folders (masks in --masks-dir "
                            "MASKS/<name>.png or MASKS/<name>/), or a DAVIS / YouTube-VOS root")
         group.add_argument("--resolution", help="DAVIS layout: resolution folder (default 480p, else the only one)")
-        group.add_argument("--max-frames", type=int, help="only the first N frames of each video (quick runs)")
+        group.add_argument("--max-frames", type=int, help="only the first N frames of each video (quick runs), or of a live source")
     group.add_argument("--workers", type=int, default=0,
                        help="N local worker processes (default: the videos one after the other in this process)")
     group.add_argument("--ray", metavar="local|auto|ADDRESS",

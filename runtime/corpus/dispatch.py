@@ -58,7 +58,7 @@ class WorkList:
             self.in_flight += 1
             self.died(job, result.get("error") or "out of memory")
             return
-        self._final(job, result)
+        self._final(job, result, self.deaths[job.name] + 1)
 
     def died(self, job: VideoJob, reason: str) -> None:
         """The worker holding ``job`` died: retry it elsewhere, or fail it for good."""
@@ -70,9 +70,10 @@ class WorkList:
             self.pending.append(job)
             return
         error = f"failed {self.deaths[job.name]} times, last: {reason}"
-        self._final(job, {"name": job.name, "status": "failed", "error": error, "retriable": False, "record": None})
+        failed = {"name": job.name, "status": "failed", "error": error, "retriable": False, "record": None}
+        self._final(job, failed, self.deaths[job.name])
 
-    def _final(self, job: VideoJob, result: dict) -> None:
+    def _final(self, job: VideoJob, result: dict, attempts: int) -> None:
         self.remaining -= 1
-        result = {**result, "attempts": self.deaths[job.name] + 1, "retried": self.deaths[job.name] > 0}
+        result = {**result, "attempts": attempts, "retried": attempts > 1}
         self._on_result(result)
