@@ -49,18 +49,22 @@ class Captured:
 
 
 class LatestSlot:
-    """One-frame slot: ``put`` replaces a frame not yet taken (a drop, counted)."""
+    """One-frame slot: ``put`` replaces a frame not yet taken (a drop, counted); after
+    the end marker, the frame still in the slot is taken, then the end."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._item = None
+        self._ended = False
         self.dropped = 0
 
     def put(self, item) -> None:
         with self._cond:
-            if self._item is not None and self._item is not _END:
-                self.dropped += 1
-            if self._item is not _END:
+            if item is _END:
+                self._ended = True
+            else:
+                if self._item is not None:
+                    self.dropped += 1
                 self._item = item
             self._cond.notify()
 
@@ -69,12 +73,10 @@ class LatestSlot:
 
     def get(self):
         with self._cond:
-            while self._item is None:
+            while self._item is None and not self._ended:
                 self._cond.wait()
-            item = self._item
-            if item is not _END:
-                self._item = None
-            return item
+            item, self._item = self._item, None
+            return _END if item is None else item
 
 
 class BoundedQueue:

@@ -54,17 +54,19 @@ class StreamSource:
         self._stream.thread_type = "AUTO"
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else None
+        self.end_reason: str | None = None
 
     def __iter__(self) -> Iterator[np.ndarray]:
+        """Decoded frames until the stream ends; a network error or a stall past the
+        timeout also ends it (the reason is kept in ``end_reason``)."""
         import av
 
         try:
             for frame in self._container.decode(self._stream):
                 yield frame.to_ndarray(format="rgb24")
-        except (av.error.EOFError, av.error.ExitError, TimeoutError, av.error.ConnectionResetError):
-            return  # the stream ended or stalled past the timeout
-        except av.error.InvalidDataError:
-            return
+            self.end_reason = "end of stream"
+        except (OSError, av.FFmpegError) as exc:
+            self.end_reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
     def close(self) -> None:
         self._container.close()

@@ -1,0 +1,51 @@
+"""The corpus on a local Ray cluster (ray.init(num_cpus=2), shared by this module's
+tests): the same masks as the sequential run, and an actor killed mid-video retried."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from runtime.corpus.jobs import discover_jobs
+from runtime.corpus.run import run_corpus
+from runtime.corpus.worker import CRASH_ENV
+
+from .conftest import make_setup, read_outputs, stray_files
+
+ray = pytest.importorskip("ray", reason="ray is not installed (pip install ray)")
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def assert_same(outputs: dict, reference: dict) -> None:
+    assert sorted(outputs) == sorted(reference)
+    for key, labels in reference.items():
+        np.testing.assert_array_equal(outputs[key], labels, err_msg=key)
+
+
+def test_ray_actors_match_the_sequential_run(ray_session, corpus, small_checkpoint, reference, tmp_path):
+    videos, masks = corpus
+    out = tmp_path / "out"
+    summary = run_corpus(discover_jobs(videos, masks), make_setup(small_checkpoint, out), ray="local")
+    assert sorted(summary.done) == list("abcd") and not summary.failed and not summary.retried
+    assert summary.runner == "Ray (local): 2 actor(s), 1 CPU core(s) each"
+    assert_same(read_outputs(out), reference)
+
+
+def test_killed_ray_actor_has_its_video_retried(ray_session, corpus, small_checkpoint, reference, tmp_path,
+                                                monkeypatch):
+    videos, masks = corpus
+    out = tmp_path / "out"
+    marker = tmp_path / "crashed-once"
+    monkeypatch.setenv(CRASH_ENV, f"d:4:{marker}")
+    summary = run_corpus(discover_jobs(videos, masks), make_setup(small_checkpoint, out), ray="local")
+    assert marker.exists()
+    assert sorted(summary.done) == list("abcd") and not summary.failed
+    assert summary.retried == {"d": 2}
+    assert_same(read_outputs(out), reference)
+    assert stray_files(out) == []
