@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import signal
+import time
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 
@@ -41,6 +42,7 @@ class _Slot:
     conn: Connection
     ready: bool = False
     job: object = None
+    sent_at: float = 0.0
 
 
 def _device_for(device: str, index: int) -> str:
@@ -63,6 +65,7 @@ class LocalPool:
         self.workers = workers
         self._ctx = mp.get_context("spawn")
         self._started = 0
+        self.startup_seconds = 0.0  # until the first worker had its backend
 
     def _start(self) -> _Slot:
         setup = replace(self.setup, backend=self.setup.backend.with_device(
@@ -77,6 +80,7 @@ class LocalPool:
 
     def run(self, work: WorkList) -> None:
         """Hand out ``work`` until every video has its final outcome."""
+        self._t0 = time.perf_counter()
         slots = [self._start() for _ in range(min(self.workers, work.remaining))]
         try:
             while not work.complete:
@@ -84,6 +88,7 @@ class LocalPool:
                     if slot.ready and slot.job is None:
                         slot.job = work.next()
                         if slot.job is not None:
+                            slot.sent_at = time.perf_counter()
                             slot.conn.send(slot.job)
                 waitables = [s.conn for s in slots] + [s.process.sentinel for s in slots]
                 ready = set(wait(waitables))
@@ -118,12 +123,14 @@ class LocalPool:
         kind = message[0]
         if kind == "ready":
             slot.ready = True
+            if not self.startup_seconds:
+                self.startup_seconds = time.perf_counter() - self._t0
         elif kind == "init_error":
             _, name, text = message
             raise RunnerError(text if name in _USER_ERRORS else f"{name}: {text}", user_error=name in _USER_ERRORS)
         elif kind == "result":
             job, slot.job = slot.job, None
-            work.finished(job, message[1])
+            work.finished(job, {**message[1], "round_trip_seconds": time.perf_counter() - slot.sent_at})
         return True
 
     def _stop(self, slots: list[_Slot]) -> None:

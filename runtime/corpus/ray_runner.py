@@ -106,7 +106,7 @@ class RayRunner:
             actor_class, setup, count = self._actor_class(ray)
             count = min(count, work.remaining)
             starting: dict = {}  # ready() ref -> actor
-            running: dict = {}  # run() ref -> (actor, job)
+            running: dict = {}  # run() ref -> (actor, job, time sent)
             idle: list = []
             actors: list = []
 
@@ -131,7 +131,7 @@ class RayRunner:
         while not work.complete:
             while idle and work.pending:
                 actor, job = idle.pop(), work.next()
-                running[actor.run.remote(job)] = (actor, job)
+                running[actor.run.remote(job)] = (actor, job, time.perf_counter())
             done, _ = ray.wait(list(starting) + list(running), num_returns=1)
             ref = done[0]
             if ref in starting:
@@ -147,7 +147,7 @@ class RayRunner:
                     self.startup_seconds, first_ready = time.perf_counter() - start, False
                 idle.append(actor)
                 continue
-            actor, job = running.pop(ref)
+            actor, job, sent_at = running.pop(ref)
             try:
                 result = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
@@ -159,5 +159,5 @@ class RayRunner:
             except ray.exceptions.RayTaskError as exc:
                 result = {"name": job.name, "status": "failed", "error": str(exc).splitlines()[-1],
                           "retriable": False, "record": None}
-            work.finished(job, result)
+            work.finished(job, {**result, "round_trip_seconds": time.perf_counter() - sent_at})
             idle.append(actor)

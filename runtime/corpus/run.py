@@ -23,7 +23,10 @@ from .worker import CRASH_ENV, Worker, WorkerSetup, timed_run
 @dataclass
 class CorpusSummary:
     """Outcome of a run: ``done`` (this run), ``skipped`` (done before), ``retried``
-    (names -> attempts), ``failed`` (name -> error)."""
+    (names -> attempts), ``failed`` (name -> error). seconds: wall time of the dispatch;
+    startup_seconds: until the first worker had its backend (Ray: including ray.init);
+    worker_seconds: summed time inside workers' video loops; dispatch_seconds: summed
+    (hand-out to result) - (worker time): what the runner adds per video."""
 
     out: Path
     runner: str
@@ -35,6 +38,7 @@ class CorpusSummary:
     frames: int = 0
     seconds: float = 0.0
     worker_seconds: float = 0.0
+    dispatch_seconds: float = 0.0
     startup_seconds: float = 0.0
     started_at: str = ""
     finished_at: str = ""
@@ -51,6 +55,7 @@ class CorpusSummary:
             "failed": [{"name": n, "error": e} for n, e in self.failed.items()],
             "frames": self.frames, "seconds": round(self.seconds, 3),
             "worker_seconds": round(self.worker_seconds, 3), "startup_seconds": round(self.startup_seconds, 3),
+            "dispatch_seconds": round(self.dispatch_seconds, 4),
             "started_at": self.started_at, "finished_at": self.finished_at, "interrupted": self.interrupted,
         }
 
@@ -71,12 +76,16 @@ class _InProcess:
 
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
+        self.startup_seconds = 0.0
 
     def run(self, work: WorkList) -> None:
+        start = time.perf_counter()
         worker = Worker(self.setup)
+        self.startup_seconds = time.perf_counter() - start
         while not work.complete:
             job = work.next()
-            work.finished(job, timed_run(worker, job))
+            result = timed_run(worker, job)
+            work.finished(job, {**result, "round_trip_seconds": result["worker_seconds"]})
 
 
 def _check_paths(jobs: list[VideoJob], out: Path) -> None:
@@ -149,7 +158,9 @@ def run_corpus(
         else:
             records.clear_video(out, name)
             summary.failed[name] = result["error"]
-        summary.worker_seconds += result.get("worker_seconds", 0.0)
+        if "worker_seconds" in result:
+            summary.worker_seconds += result["worker_seconds"]
+            summary.dispatch_seconds += result["round_trip_seconds"] - result["worker_seconds"]
         if on_video is not None:
             on_video(result)
 
@@ -165,6 +176,6 @@ def run_corpus(
         summary.finished_at = records.utc_now()
         if ray is not None:
             summary.runner = f"Ray ({ray}): {runner.plan}"
-            summary.startup_seconds = runner.startup_seconds
+        summary.startup_seconds = getattr(runner, "startup_seconds", 0.0)
         records.write_json(out / records.SUMMARY, summary.as_dict())
     return summary
