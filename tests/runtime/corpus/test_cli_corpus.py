@@ -83,3 +83,14 @@ def test_videos_without_masks_folder(tmp_path, capsys, small_checkpoint):
                          "--checkpoint", str(small_checkpoint)])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--masks-dir MASKS" in err and len(err.splitlines()) == 1
+
+
+def test_cli_imports_neither_ray_nor_av():
+    import subprocess
+    import sys
+
+    from tests.runtime.conftest import subprocess_env
+
+    code = "import sys, runtime.cli; print(sorted(m for m in ('ray', 'av') if m in sys.modules))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
