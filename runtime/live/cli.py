@@ -51,6 +51,10 @@ def segment_live(args: argparse.Namespace, make_backend: Callable[[], object], c
     mask, palette = read_mask(args.mask)
     if not labels_present(mask):
         raise InputError(f"the mask {args.mask} has no object (every pixel is 0)")
+    if args.overlay and Path(args.overlay).suffix.lower() not in (".mp4", ".m4v", ".mov", ".avi", ".mkv"):
+        raise InputError(f"overlay {args.overlay}: use a .mp4, .avi, .mkv, .mov or .m4v file")
+    if args.overlay and not Path(args.overlay).resolve().parent.is_dir():
+        raise InputError(f"overlay {args.overlay}: folder {Path(args.overlay).parent} does not exist")
     if args.overlay and Path(args.overlay).exists() and not args.overwrite:
         raise InputError(f"overlay {args.overlay} already exists; pass --overwrite to replace it")
     if args.out:
