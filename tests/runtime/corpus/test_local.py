@@ -153,3 +153,40 @@ def test_cli_corrupt_video_fails_while_the_others_finish(corpus, small_checkpoin
     # The rerun does only the failed video again (and fails it again).
     again = run_corpus(discover_jobs(mixed, tmp_path / "masks"), make_setup(small_checkpoint, out))
     assert again.done == [] and sorted(again.skipped) == list("abcd") and list(again.failed) == ["e"]
+
+
+def test_ctrl_c_then_rerun_finishes_only_the_rest(small_checkpoint, tmp_path):
+    """A real interruption: SIGINT to the command after its first finished video; the
+    rerun skips what was finished (records and files untouched) and does the rest."""
+    import signal
+
+    from stmae import generate_clip
+    from tests.runtime.conftest import write_frames
+    from runtime.mask_io import write_mask
+
+    videos, masks, out = tmp_path / "videos", tmp_path / "masks", tmp_path / "out"
+    masks.mkdir()
+    for seed, name in enumerate(("p", "q", "r")):
+        clip = generate_clip(frames=30, height=48, width=64, objects=1, seed=20 + seed)
+        write_frames(videos / name, clip.frames, ".png")
+        write_mask(masks / f"{name}.png", clip.masks[0])
+    cmd = [sys.executable, "-c", "import sys; from runtime.cli import segment_main; sys.exit(segment_main())",
+           "--videos", str(videos), "--masks-dir", str(masks), "--out", str(out), "--checkpoint",
+           str(small_checkpoint), "--device", "cpu", "--size", "-1", "--mem-every", "2", "--workers", "1", "--quiet"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    deadline = time.monotonic() + 180
+    while not list((out / ".records").glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in stderr, stderr
+    finished = sorted(p.stem for p in (out / ".records").glob("*.json"))
+    assert 1 <= len(finished) < 3, "the run ended before it could be interrupted"
+    assert json.loads((out / "run_summary.json").read_text())["interrupted"]
+    before = {n: records.read_record(out, n) for n in finished}
+    mtimes = {p: p.stat().st_mtime_ns for n in finished for p in (out / n).glob("*.png")}
+    summary = run_corpus(discover_jobs(videos, masks), make_setup(small_checkpoint, out))
+    assert sorted(summary.skipped) == finished and sorted(summary.done + finished) == ["p", "q", "r"]
+    assert {n: records.read_record(out, n) for n in finished} == before
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+    assert all(len(png_names(out / n)) == 30 for n in "pqr") and stray_files(out) == []
