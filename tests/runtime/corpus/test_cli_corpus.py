@@ -94,3 +94,17 @@ def test_cli_imports_neither_ray_nor_av():
     code = "import sys, runtime.cli; print(sorted(m for m in ('ray', 'av') if m in sys.modules))"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=subprocess_env(), timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stderr
+
+
+def test_ray_auto_without_a_cluster_says_how_to_start_one(corpus, small_checkpoint, tmp_path, capsys, monkeypatch):
+    ray = pytest.importorskip("ray", reason="ray is not installed (pip install ray)")
+    if ray.is_initialized():
+        pytest.skip("a Ray session is running in this process")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray-here"))  # no cluster file to find
+    videos, masks = corpus
+    code = segment_main(["--videos", str(videos), "--masks-dir", str(masks), "--out", str(tmp_path / "o"),
+                         "--checkpoint", str(small_checkpoint), "--ray", "auto", "--quiet"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "cannot connect to a Ray cluster (start one with: ray start --head)" in err, err
+    assert len(err.splitlines()) == 1
