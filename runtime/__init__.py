@@ -10,6 +10,9 @@ Imports ``stmae``; reads export manifests, never imports ``export`` or ``train``
 - :class:`runtime.object_registry.ObjectRegistry`.
 - :func:`runtime.backends.create_backend`: 'torch', 'onnxruntime', 'tensorrt'.
 - :func:`runtime.evaluation.evaluate_sequences`: DAVIS J and F of a backend.
+- :func:`runtime.corpus.run.run_corpus`: many videos on local worker processes or Ray
+  actors, resumable, with retries and a summary.
+- :func:`runtime.live.realtime.segment_live`: live streams and cameras, real-time mode.
 """
 
 from .config import SessionConfig
