@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--size", type=int, default=240)
     parser.add_argument("--checkpoint")
-    parser.add_argument("--runs", default="workers1,workers2,ray", help="comma list of workers1, workers2, ray, ray-gpu")
+    parser.add_argument("--runs", default="workers1,workers2,ray", help="comma list of workers1, workers1t1 (one torch thread), workers2, ray, ray-gpu")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--json", help="write the rows here")
     args = parser.parse_args()
@@ -66,8 +66,10 @@ def main() -> None:
         device = "cuda" if run == "ray-gpu" else args.device
         spec = BackendSpec("torch", str(checkpoint), None, device, "fp32")
         out = work / run
-        setup = WorkerSetup(spec, config, out, fingerprint_of(spec, config, args.frames), args.frames)
-        kwargs = {"workers1": dict(workers=1), "workers2": dict(workers=2), "ray": dict(ray="local"),
+        setup = WorkerSetup(spec, config, out, fingerprint_of(spec, config, args.frames), args.frames,
+                            threads=1 if run == "workers1t1" else None)
+        kwargs = {"workers1": dict(workers=1), "workers1t1": dict(workers=1), "workers2": dict(workers=2),
+                  "ray": dict(ray="local"),
                   "ray-gpu": dict(ray="local")}[run]
         start = time.perf_counter()
         summary = run_corpus(jobs, setup, **kwargs)
