@@ -129,3 +129,28 @@ def test_ctrl_c_ends_the_live_command_cleanly(stream_clip, small_checkpoint, tmp
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == stats["segmented"]
     video.release()
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name]
+
+
+def _live_main(capsys, *args):
+    from runtime.cli import segment_main
+
+    code = segment_main([str(a) for a in args])
+    return code, capsys.readouterr().err.strip()
+
+
+def test_live_bad_input_is_one_line(stream_clip, small_checkpoint, tmp_path, capsys):
+    first = tmp_path / "first.png"
+    write_mask(first, stream_clip.masks[0])
+    common = ["--checkpoint", small_checkpoint, "--device", "cpu", "--out", tmp_path / "o"]
+    port = free_udp_port()  # nothing listens on this TCP port either, almost surely
+    cases = [
+        (["--input", f"http://127.0.0.1:{port}/x.mjpg"], "a live source needs --mask FIRST.png"),
+        (["--input", f"http://127.0.0.1:{port}/x.mjpg", "--mask", first, "--stream-timeout", "2"],
+         f"cannot open the stream http://127.0.0.1:{port}/x.mjpg"),
+        (["--input", "/dev/video99", "--mask", first], "cannot open /dev/video99: no such camera"),
+        (["--camera", "0", "--input", "rtsp://h/s", "--mask", first], "give --input URL or --camera N, not both"),
+        (["--input", "udp://127.0.0.1:1", "--mask", first, "--overlay", tmp_path / "o.gif"], "use a .mp4, .avi"),
+    ]
+    for extra, message in cases:
+        code, err = _live_main(capsys, *extra, *common)
+        assert code == 2 and message in err and len(err.splitlines()) == 1, (extra, err)
