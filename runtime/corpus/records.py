@@ -103,6 +103,11 @@ def write_record(out: Path, name: str, record: dict) -> None:
     write_json(record_path(out, name), record)
 
 
+def _is_temp(name: str) -> bool:
+    """Temp files of the toolkit's atomic writers (``.x.png.tmp``, ``.x.stmae-tmp-...``)."""
+    return name.endswith(".tmp") or ".stmae-tmp-" in name
+
+
 def clear_video(out: Path, name: str) -> None:
     """Remove a video's record, masks and temp files (only what the toolkit writes)."""
     record_path(out, name).unlink(missing_ok=True)
@@ -110,7 +115,7 @@ def clear_video(out: Path, name: str) -> None:
     if not folder.is_dir():
         return
     for path in folder.iterdir():
-        if path.is_file() and (path.suffix.lower() == ".png" or path.name.endswith(".tmp")):
+        if path.is_file() and (path.suffix.lower() == ".png" or _is_temp(path.name)):
             path.unlink(missing_ok=True)
     if not any(folder.iterdir()):
         shutil.rmtree(folder, ignore_errors=True)

@@ -59,7 +59,8 @@ def read_outputs(out: Path) -> dict[str, np.ndarray]:
 
 
 def stray_files(out: Path) -> list[Path]:
-    return [p for p in out.rglob("*") if p.name.endswith(".tmp")]
+    """Temp files left in the video folders (any hidden file there, whatever the writer)."""
+    return [p for p in out.glob("*/*") if p.name.startswith(".") or p.name.endswith(".tmp")]
 
 
 @pytest.fixture(scope="session")

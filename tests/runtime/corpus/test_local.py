@@ -98,6 +98,7 @@ def test_rerun_skips_finished_videos_and_redoes_unfinished(corpus, small_checkpo
     for path in sorted((out / "c").glob("*.png"))[3:]:
         path.unlink()
     (out / "c" / ".00003.abc.png.tmp").write_bytes(b"partial")
+    (out / "c" / ".00004.png.stmae-tmp-999-0a1b2c3d.png").write_bytes(b"partial")
     before = {n: records.read_record(out, n) for n in "abd"}
     mtimes = {p: p.stat().st_mtime_ns for n in "abd" for p in (out / n).glob("*.png")}
     time.sleep(0.05)
