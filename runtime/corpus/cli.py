@@ -48,6 +48,8 @@ def _check(args: argparse.Namespace) -> None:
 def _setup(args: argparse.Namespace, spec, config: SessionConfig, out: Path):
     from .worker import WorkerSetup, fingerprint_of
 
+    if args.ray is not None and args.device is None:
+        spec = spec.with_device("auto")  # the cluster's GPUs if it has any (runtime.corpus.ray_runner)
     return WorkerSetup(spec, config, out, fingerprint_of(spec, config, args.max_frames), args.max_frames)
 
 

@@ -69,7 +69,8 @@ class RayRunner:
 
     address: see :func:`connect`; actors: how many (default: one per GPU when the device
     is CUDA and the cluster has GPUs, else cluster CPUs // cpus_per_actor), never more
-    than there are videos.
+    than there are videos. A backend device 'auto' becomes 'cuda' if the cluster has GPUs
+    (the driver's machine may have none), else 'cpu'.
     """
 
     def __init__(self, setup: WorkerSetup, address: str = "local", actors: int | None = None,
@@ -84,6 +85,9 @@ class RayRunner:
     def _actor_class(self, ray):
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))
+        if self.setup.backend.device == "auto":  # no --device: the cluster's GPUs if it has any
+            device = "cuda" if gpus else "cpu"
+            self.setup = replace(self.setup, backend=self.setup.backend.with_device(device))
         if self.setup.backend.device.startswith("cuda") and gpus:
             count = self.actors or gpus
             setup = replace(self.setup, backend=self.setup.backend.with_device("cuda"))

@@ -45,7 +45,7 @@ def test_two_workers_match_the_sequential_run(corpus, small_checkpoint, referenc
     assert sorted(summary.done) == list("abcd") and not summary.failed and not summary.retried
     assert_same(read_outputs(out), reference)
     pids = {records.read_record(out, n)["pid"] for n in "abcd"}
-    assert len(pids) == 2 and os.getpid() not in pids  # both worker processes did work
+    assert os.getpid() not in pids  # done in the worker processes (how many each: timing)
     saved = json.loads((out / "run_summary.json").read_text())
     assert saved["done"] == summary.done and saved["failed"] == [] and saved["frames"] == 4 * FRAMES
 

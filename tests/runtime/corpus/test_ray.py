@@ -3,9 +3,13 @@ tests): the same masks as the sequential run, and an actor killed mid-video retr
 
 from __future__ import annotations
 
+import os
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
+from runtime.corpus import records
 from runtime.corpus.jobs import discover_jobs
 from runtime.corpus.run import run_corpus
 from runtime.corpus.worker import CRASH_ENV
@@ -31,10 +35,14 @@ def assert_same(outputs: dict, reference: dict) -> None:
 def test_ray_actors_match_the_sequential_run(ray_session, corpus, small_checkpoint, reference, tmp_path):
     videos, masks = corpus
     out = tmp_path / "out"
-    summary = run_corpus(discover_jobs(videos, masks), make_setup(small_checkpoint, out), ray="local")
+    setup = make_setup(small_checkpoint, out)
+    setup = replace(setup, backend=setup.backend.with_device("auto"))  # what --ray without --device gives
+    summary = run_corpus(discover_jobs(videos, masks), setup, ray="local")
     assert sorted(summary.done) == list("abcd") and not summary.failed and not summary.retried
-    assert summary.runner == "Ray (local): 2 actor(s), 1 CPU core(s) each"
+    assert summary.runner == "Ray (local): 2 actor(s), 1 CPU core(s) each"  # no GPU in this cluster
     assert_same(read_outputs(out), reference)
+    assert {records.read_record(out, n)["device"] for n in "abcd"} == {"cpu"}
+    assert os.getpid() not in {records.read_record(out, n)["pid"] for n in "abcd"}  # done in the actors
 
 
 def test_killed_ray_actor_has_its_video_retried(ray_session, corpus, small_checkpoint, reference, tmp_path,
