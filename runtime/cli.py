@@ -162,11 +162,16 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         if not args.input or not args.out:
             raise InputError("give --input (frames folder, video file, stream URL or camera) and --out, "
                              "or --videos DIR and --out for many videos")
+        if args.realtime or args.duration is not None:
+            raise InputError("--realtime and --duration are for live sources (a stream URL, /dev/videoN or --camera N)")
+        if args.max_frames is not None and args.max_frames < 1:
+            raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
+        from .corpus.worker import first_frames
         from .frames import open_frames
         from .segment_video import check_output_folder, check_targets, load_annotations, segment_video
 
         config = _session_config(args)
-        frames = open_frames(args.input)
+        frames = first_frames(open_frames(args.input), args.max_frames)
         annotations = load_annotations(frames, args.mask, args.masks_dir)
         check_targets(args.input, args.out, args.overlay, args.overwrite)
         check_output_folder(args.out, args.overwrite)
@@ -202,7 +207,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     add_corpus_options(parser, videos=False)
     args = parser.parse_args(argv)
 
-    def body() -> None:
+    def body() -> int | None:
         from .evaluation import evaluate_sequences, read_split, refuse_existing_predictions
         from .frames import FrameFolder
         from .segment_video import check_output_folder

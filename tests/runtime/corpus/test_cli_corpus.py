@@ -108,3 +108,15 @@ def test_ray_auto_without_a_cluster_says_how_to_start_one(corpus, small_checkpoi
     err = capsys.readouterr().err.strip()
     assert code == 2 and "cannot connect to a Ray cluster (start one with: ray start --head)" in err, err
     assert len(err.splitlines()) == 1
+
+
+def test_single_video_max_frames_and_live_only_options(tiny_video, small_checkpoint, tmp_path, capsys):
+    frames, mask, _ = tiny_video
+    common = ["--input", str(frames), "--mask", str(mask), "--checkpoint", str(small_checkpoint), "--device", "cpu",
+              "--size", "-1", "--quiet"]
+    assert segment_main([*common, "--out", str(tmp_path / "o"), "--max-frames", "3"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").glob("*.png")) == ["00000.png", "00001.png", "00002.png"]
+    capsys.readouterr()
+    code = segment_main([*common, "--out", str(tmp_path / "o2"), "--realtime"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--realtime and --duration are for live sources" in err and len(err.splitlines()) == 1
