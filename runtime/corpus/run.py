@@ -175,7 +175,7 @@ def run_corpus(
         summary.seconds = time.perf_counter() - start
         summary.finished_at = records.utc_now()
         if ray is not None:
-            summary.runner = f"Ray ({ray}): {runner.plan}"
+            summary.runner = f"Ray ({ray}): {runner.plan or 'not started, nothing to do'}"
         summary.startup_seconds = getattr(runner, "startup_seconds", 0.0)
         records.write_json(out / records.SUMMARY, summary.as_dict())
     return summary
