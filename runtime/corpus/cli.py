@@ -105,6 +105,9 @@ def eval_corpus(args: argparse.Namespace, spec, config: SessionConfig, names: li
     from .scoring import score_sequences
 
     _check(args)
+    if getattr(args, "streams", 1) != 1:
+        raise InputError("--streams (several sequences in one batched session) does not combine with "
+                         "--workers/--ray yet; give one or the other")
     if args.max_frames is not None and args.max_frames < 3:
         raise InputError(f"--max-frames must be at least 3 (first and last frames are not scored), got {args.max_frames}")
     out = Path(args.out)
