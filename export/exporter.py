@@ -18,8 +18,8 @@ Any failure raises (ExportError / ExportGateError) and leaves nothing at ``out_d
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
@@ -43,7 +43,9 @@ from runtime.export_manifest import (
     GraphSpec,
     sha256_file,
 )
+from stmae.atomic import atomic_write_text, fsync_dir, make_temp_dir, remove_stale_temps, temp_path_for
 from stmae.checkpoint import load_checkpoint
+from stmae.outputs import OutputError, prepare_output_folder, refuse_alias
 
 from . import parity
 from .clips import Clip, folder_clip, record_graph_inputs, synthetic_clip
@@ -87,14 +89,40 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def is_export_folder(folder: Path) -> bool:
+    """Whether ``folder`` was written by stmae-export: its manifest.json names the export
+    format (the only kind of folder ``--overwrite`` replaces)."""
+    try:
+        data = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(data, dict) and data.get("format") == "stmae-onnx-export"
+
+
 def _check_destination(config: ExportConfig) -> None:
+    """Refuse an --out that aliases an input, a file, or (with --overwrite) a folder that
+    is not an export; prove the parent folder writable before the long work starts."""
     out = config.out_dir
-    if out.exists() and not config.overwrite:
-        raise ExportError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    refuse_alias(out, "--out", {
+        "the checkpoint": config.checkpoint, "--calibration": config.calibration,
+        "--verify-frames": config.verify_frames, "--verify-masks": config.verify_masks,
+    })
     if out.exists() and not out.is_dir():
         raise ExportError(f"{out} exists and is not a folder; remove it or choose another --out")
+    if out.exists() and not config.overwrite:
+        raise ExportError(f"{out} already exists; pass --overwrite to replace it, or choose another --out")
+    if out.exists() and not is_export_folder(out):
+        raise ExportError(
+            f"--overwrite replaces only a folder written by stmae-export, and {out} has no export "
+            f"manifest.json; it was left untouched: choose another --out"
+        )
     if not out.parent.is_dir():
         raise ExportError(f"the parent folder of --out ({out.parent}) does not exist")
+    try:
+        prepare_output_folder(out.parent, "the folder of --out", create=False)
+    except OutputError as exc:
+        raise ExportError(str(exc)) from None
+    remove_stale_temps(out.parent, out.name)
 
 
 def _clips(config: ExportConfig) -> tuple[Clip, SessionConfig, Clip, SessionConfig]:
@@ -120,16 +148,15 @@ def _graph_spec(path: Path) -> GraphSpec:
 
 
 def _write_manifest(folder: Path, manifest: ExportManifest) -> None:
-    tmp = folder / f".{MANIFEST_NAME}.tmp"
-    tmp.write_text(manifest.to_json(), encoding="utf-8")
-    tmp.replace(folder / MANIFEST_NAME)
+    atomic_write_text(folder / MANIFEST_NAME, manifest.to_json(), durable=True)
 
 
 def _replace_into_place(tmp: Path, out: Path) -> None:
     backup = None
     if out.exists():
-        backup = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-        backup.rmdir()
+        if not is_export_folder(out):  # checked up front; checked again right before replacing
+            raise ExportError(f"{out} is not an stmae-export folder; it was left untouched")
+        backup = temp_path_for(out)
         out.rename(backup)
     try:
         tmp.rename(out)
@@ -137,6 +164,7 @@ def _replace_into_place(tmp: Path, out: Path) -> None:
         if backup is not None:
             backup.rename(out)
         raise
+    fsync_dir(out.parent)
     if backup is not None:
         shutil.rmtree(backup, ignore_errors=True)
 
@@ -150,7 +178,7 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _m: Non
     model = loaded.model
     checkpoint_sha = sha256_file(config.checkpoint)
     calib, calib_cfg, verify_clip, verify_cfg = _clips(config)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{config.out_dir.name}.tmp-", dir=config.out_dir.parent))
+    tmp = make_temp_dir(config.out_dir)
     try:
         manifest = _build(config, model, loaded.config.to_dict(), checkpoint_sha, calib, calib_cfg,
                           verify_clip, verify_cfg, tmp, seconds, log)

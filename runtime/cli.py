@@ -97,7 +97,9 @@ def _backend_spec(args: argparse.Namespace):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that report bad input or an unusable backend (exit status 2)."""
-    errors: list[type[BaseException]] = [InputError, BackendUnavailable, CheckpointError]
+    from stmae.outputs import OutputError
+
+    errors: list[type[BaseException]] = [InputError, BackendUnavailable, CheckpointError, OutputError]
     try:
         from .export_manifest import ExportManifestError
     except ImportError:  # pragma: no cover - the export helper module is optional here
@@ -109,9 +111,9 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 def _run(prog: str, body: Callable[[], int | None]) -> int:
     """Run a command body; turn errors into one line on stderr and an exit status (the
-    body's own, if it returns one)."""
+    body's own status, if it returns one)."""
     try:
-        code = body()
+        status = body()
     except _user_errors() as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return 2
@@ -124,7 +126,7 @@ def _run(prog: str, body: Callable[[], int | None]) -> int:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         print(f"{prog}: error: {type(exc).__name__}: {first} (set STMAE_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-    return code or 0
+    return int(status or 0)
 
 
 def _progress(total: int | None, unit: str, quiet: bool, desc: str | None = None):
@@ -173,7 +175,7 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         config = _session_config(args)
         frames = first_frames(open_frames(args.input), args.max_frames)
         annotations = load_annotations(frames, args.mask, args.masks_dir)
-        check_targets(args.input, args.out, args.overlay, args.overwrite)
+        check_targets(args.input, args.out, args.overlay, args.overwrite, args.mask, args.masks_dir)
         check_output_folder(args.out, args.overwrite)
         backend = _backend(args)
         with _progress(len(frames), "frame", args.quiet) as bar:
@@ -183,6 +185,10 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
                 frames=frames, annotations=annotations,
             )
         print(summary.line())
+        if summary.warning():
+            print(f"stmae-segment: warning: {summary.warning()}", file=sys.stderr)
+            return 1
+        return 0
 
     return _run("stmae-segment", body)
 
@@ -208,9 +214,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int | None:
-        from .evaluation import evaluate_sequences, read_split, refuse_existing_predictions
+        from .evaluation import RESULTS_CSV, check_eval_output, evaluate_sequences, read_split
         from .frames import FrameFolder
-        from .segment_video import check_output_folder
 
         config = _session_config(args)
         root = Path(args.dataset)
@@ -226,11 +231,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         if wants_corpus(args):
             return eval_corpus(args, _backend_spec(args), config, names)
         out = Path(args.out)
-        results_csv = out / "results.csv"
-        if not args.overwrite:
-            if results_csv.exists():
-                raise InputError(f"{results_csv} already exists; pass --overwrite to replace it")
-            refuse_existing_predictions(out, names)
+        results_csv = out / RESULTS_CSV
         total = 0
         for name in names:
             folder = root / "JPEGImages" / args.resolution / name
@@ -238,8 +239,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 raise InputError(f"sequence {name!r}: {folder} does not exist (is --resolution right?)")
             n = len(FrameFolder(folder))
             total += min(n, args.max_frames) if args.max_frames else n
+        check_eval_output(out, root, names, args.overwrite)
         backend = _backend(args)
-        check_output_folder(out, args.overwrite)
         with _progress(total, "frame", args.quiet) as bar:
             result = evaluate_sequences(
                 backend, root, names, args.resolution, out, config,

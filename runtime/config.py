@@ -11,6 +11,9 @@ DEFAULT_TOP_K = 30
 # default every DAVIS video follows the published validation schedule exactly.
 DEFAULT_MAX_MEMORY_FRAMES = 20
 DEFAULT_SIZE = 480
+# The largest working size (shorter side, pixels): 8K UHD. A larger --size would upsample
+# frames into a network input of gigabytes before anything useful happens.
+MAX_SIZE = 4320
 
 
 def _positive_int(name: str, value: object) -> None:
@@ -41,8 +44,8 @@ class SessionConfig:
         _positive_int("top_k", self.top_k)
         _positive_int("max_memory_frames", self.max_memory_frames)
         if not isinstance(self.size, int) or isinstance(self.size, bool) or not (
-            self.size == -1 or self.size >= 16
+            self.size == -1 or 16 <= self.size <= MAX_SIZE
         ):
             raise ValueError(
-                f"size must be -1 (frames as they are) or at least 16 pixels, got {self.size!r}"
+                f"size must be -1 (frames as they are) or 16..{MAX_SIZE} pixels, got {self.size!r}"
             )

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from stmae.atomic import atomic_write_text, remove_stale_temps
+from stmae.outputs import OutputError, prepare_output_folder, refuse_alias, write_record, written_by
 
 from .backends.base import Backend
 from .config import SessionConfig
@@ -85,15 +86,7 @@ class EvalResult:
 
     def write_csv(self, path: str | Path) -> None:
         """Write the per-sequence CSV (sequence, J, F, J&F) atomically."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.csv_text())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(path, self.csv_text())
 
 
 def read_split(dataset_root: str | Path, split: str, year: str | None = None) -> list[str]:
@@ -126,6 +119,42 @@ def refuse_existing_predictions(out_dir: str | Path, sequences: Sequence[str]) -
                 f"{Path(out_dir) / name} already has {len(existing)} mask(s) (e.g. {existing[0].name}); "
                 f"pass --overwrite to replace them, or choose another output folder"
             )
+
+
+TOOL = "stmae-eval"
+RESULTS_CSV = "results.csv"
+
+
+def check_eval_output(out_dir: str | Path, dataset_root: str | Path, sequences: Sequence[str], overwrite: bool) -> Path:
+    """Check ``out_dir`` before any work: not inside or holding the dataset; earlier
+    results only replaced with ``overwrite`` and only if stmae-eval wrote them (its output
+    record is there); created and proven writable. Writes the record."""
+    out = Path(out_dir)
+    try:
+        refuse_alias(out, "--out", {"--dataset": dataset_root})
+    except OutputError as exc:
+        raise InputError(str(exc)) from None
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} exists and is not a folder; choose a folder for the results")
+    results = out / RESULTS_CSV
+    earlier = [results] if results.exists() else []
+    earlier += [m for name in sequences for m in existing_masks(out / name)]
+    if earlier and not overwrite:
+        if results.exists():
+            raise InputError(f"{results} already exists; pass --overwrite to replace it")
+        refuse_existing_predictions(out, sequences)
+    if earlier and not written_by(out, TOOL):
+        raise InputError(
+            f"--overwrite replaces only results that {TOOL} wrote, and {out} holds {earlier[0].name} "
+            f"without a {TOOL} record; it was left untouched: choose another --out"
+        )
+    try:
+        prepare_output_folder(out, "--out")
+    except OutputError as exc:
+        raise InputError(str(exc)) from None
+    remove_stale_temps(out)
+    write_record(out, TOOL, dataset=str(Path(dataset_root).resolve()))
+    return out
 
 
 def _sequence_paths(root: Path, resolution: str, name: str) -> tuple[Path, Path]:
@@ -173,8 +202,8 @@ def evaluate_sequences(
     config = session_config or SessionConfig()
     out = Path(out_dir) if out_dir is not None else None
     paths = {name: _sequence_paths(root, resolution, name) for name in sequences}
-    if out is not None and not overwrite:
-        refuse_existing_predictions(out, sequences)
+    if out is not None:
+        check_eval_output(out, root, sequences, overwrite)
     if streams > 1:
         from .evaluation_streams import evaluate_streams
 

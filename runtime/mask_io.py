@@ -7,12 +7,12 @@ the same folder, then renamed over the target.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+
+from stmae.atomic import atomic_write, is_temp_name
 
 from .errors import InputError
 
@@ -74,19 +74,17 @@ def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None =
     path = Path(path)
     img = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
     img.putpalette(palette if palette is not None else davis_palette())
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".png.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as fh:
+        img.save(fh, format="PNG")
 
 
 def existing_masks(folder: str | Path) -> list[Path]:
-    """PNG files directly in ``folder`` (empty if it does not exist)."""
+    """PNG files directly in ``folder``, in natural order (empty if it does not exist);
+    temp files of unfinished writes (:mod:`stmae.atomic`) are not listed."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file())
+    return sorted(
+        (p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file() and not is_temp_name(p.name)),
+        key=lambda p: natural_key(p.name),
+    )

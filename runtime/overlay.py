@@ -1,12 +1,16 @@
 """An overlay video of a segmentation: each frame with its objects tinted in their
-palette colours. Written to a temp file beside the target and renamed when complete."""
+palette colours. Written to a temp file beside the target
+(``.<name>.stmae-tmp-<pid>-<token><ext>``, see :mod:`stmae.atomic`) and renamed when
+complete; a temp file left by a killed run is removed by the next run writing that
+overlay."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
+
+from stmae.atomic import AtomicPath, remove_stale_temps
 
 from .errors import InputError
 from .mask_io import davis_palette
@@ -41,11 +45,12 @@ class OverlayWriter:
             raise InputError(f"overlay {self.path}: folder {self.path.parent} does not exist")
         self.palette = palette
         self.size = size
-        self._tmp = self.path.with_name(f".{self.path.stem}.tmp{os.getpid()}{self.path.suffix}")
+        remove_stale_temps(self.path.parent, self.path.name)
+        self._target = AtomicPath(self.path)
         height, width = size
-        self._writer = cv2.VideoWriter(str(self._tmp), cv2.VideoWriter_fourcc(*_FOURCC[suffix]), float(fps), (width, height))
+        self._writer = cv2.VideoWriter(str(self._target.tmp), cv2.VideoWriter_fourcc(*_FOURCC[suffix]), float(fps), (width, height))
         if not self._writer.isOpened():
-            self._tmp.unlink(missing_ok=True)
+            self._target.abort()
             raise InputError(f"overlay {self.path}: OpenCV cannot write this video type here")
         self.frames = 0
 
@@ -58,11 +63,11 @@ class OverlayWriter:
     def close(self) -> None:
         """Finish the video and move it into place."""
         self._writer.release()
-        os.replace(self._tmp, self.path)
+        self._target.commit()
 
     def abort(self) -> None:
         self._writer.release()
-        self._tmp.unlink(missing_ok=True)
+        self._target.abort()
 
     def __enter__(self) -> "OverlayWriter":
         return self

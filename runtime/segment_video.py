@@ -16,6 +16,11 @@ from typing import Callable
 
 import numpy as np
 
+from stmae.atomic import remove_stale_temps
+from stmae.outputs import (
+    OutputError, prepare_output_folder, probe_writable, real_path, recorded_files, refuse_alias, write_record, written_by,
+)
+
 from .backends.base import Backend
 from .config import SessionConfig
 from .engine import EngineOptions
@@ -41,21 +46,35 @@ class Annotations:
 
 @dataclass(frozen=True)
 class SegmentSummary:
-    """frames: frames segmented; objects: labels segmented; seconds: wall time of the loop."""
+    """frames: frames segmented; objects: labels segmented; seconds: wall time of the loop;
+    missing_frames: frames a video container announced but that could not be decoded (a
+    truncated or damaged file; 0 for folders of frames)."""
 
     frames: int
     objects: tuple[int, ...]
     seconds: float
     out_dir: Path
+    missing_frames: int = 0
 
     @property
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
 
     def line(self) -> str:
+        missing = f" ({self.missing_frames} announced frames missing)" if self.missing_frames else ""
         return (
-            f"{self.frames} frames, {len(self.objects)} objects, {self.seconds:.2f} s, "
+            f"{self.frames} frames{missing}, {len(self.objects)} objects, {self.seconds:.2f} s, "
             f"{self.fps:.2f} FPS -> {self.out_dir}"
+        )
+
+    def warning(self) -> str | None:
+        """A one-line warning when the input ended early, else None."""
+        if not self.missing_frames:
+            return None
+        return (
+            f"the video ended after {self.frames} of the {self.frames + self.missing_frames} frames its "
+            f"container announces ({self.missing_frames} missing: truncated or damaged file); masks were "
+            f"written for the {self.frames} decoded frames only"
         )
 
 
@@ -120,28 +139,64 @@ def labels_present(labels: np.ndarray) -> list[int]:
     return [int(v) for v in np.unique(labels) if v != 0]
 
 
-def check_output_folder(out_dir: str | Path, overwrite: bool) -> Path:
-    """Create ``out_dir``; refuse one that already has masks unless ``overwrite``."""
+TOOL = "stmae-segment"
+
+
+def check_output_folder(out_dir: str | Path, overwrite: bool, tool: str = TOOL) -> Path:
+    """Create ``out_dir`` and prove it writable; refuse one that already has masks unless
+    ``overwrite``, and even then unless ``tool`` wrote them (its output record is there)."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise InputError(f"output {out} exists and is not a folder")
+        raise InputError(f"--out {out} exists and is not a folder; choose a folder for the masks")
     existing = existing_masks(out)
     if existing and not overwrite:
         raise InputError(
             f"output folder {out} already has {len(existing)} mask(s) (e.g. {existing[0].name}); "
             f"pass --overwrite to replace them, or choose another --out"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    if existing and not written_by(out, tool):
+        raise InputError(
+            f"--overwrite replaces only masks that {tool} wrote, and {out} has {len(existing)} PNG file(s) "
+            f"(e.g. {existing[0].name}) but no {tool} record; they were left untouched: choose another --out"
+        )
+    try:
+        prepare_output_folder(out, "--out")
+    except OutputError as exc:
+        raise InputError(str(exc)) from None
+    remove_stale_temps(out)
     return out
 
 
-def check_targets(input_path: str | Path, out_dir: str | Path, overlay: str | Path | None, overwrite: bool) -> None:
-    """Refuse an output folder that is the input folder, and an existing overlay file
-    unless ``overwrite``."""
-    if Path(input_path).is_dir() and Path(out_dir).resolve() == Path(input_path).resolve():
-        raise InputError(f"--out {out_dir} is the input folder; write the masks to another folder")
-    if overlay is not None and Path(overlay).exists() and not overwrite:
+def check_targets(
+    input_path: str | Path, out_dir: str | Path, overlay: str | Path | None, overwrite: bool,
+    mask: str | Path | None = None, masks_dir: str | Path | None = None,
+) -> None:
+    """Refuse outputs that alias an input (``--out`` or ``--overlay`` equal to, inside, or
+    holding ``--input``/``--mask``/``--masks-dir``), and an existing overlay unless
+    ``overwrite`` and an earlier run of this tool into ``out_dir`` wrote it."""
+    inputs = {"--input": input_path, "--mask": mask, "--masks-dir": masks_dir}
+    try:
+        refuse_alias(out_dir, "--out", inputs)
+        if overlay is not None:
+            refuse_alias(overlay, "--overlay", inputs, folder_output=False)
+    except OutputError as exc:
+        raise InputError(str(exc)) from None
+    if overlay is not None and Path(overlay).parent.is_dir():
+        try:
+            probe_writable(Path(overlay).parent, "the folder of --overlay")
+        except OutputError as exc:
+            raise InputError(str(exc)) from None
+    if overlay is None or not Path(overlay).exists():
+        return
+    if Path(overlay).is_dir():
+        raise InputError(f"--overlay {overlay} is a folder; give a video file name such as result.mp4")
+    if not overwrite:
         raise InputError(f"overlay {overlay} already exists; pass --overwrite to replace it")
+    if str(real_path(overlay)) not in recorded_files(out_dir, TOOL):
+        raise InputError(
+            f"--overwrite replaces only an overlay that {TOOL} wrote with this --out, and {overlay} is not "
+            f"recorded in {Path(out_dir) / '.stmae-output.json'}; it was left untouched: choose another --overlay"
+        )
 
 
 def _write_job(path: Path, labels: np.ndarray, palette, writer: OverlayWriter | None, frame: np.ndarray):
@@ -177,8 +232,9 @@ def segment_video(
     """
     frames = frames if frames is not None else open_frames(input_path)
     annotations = annotations if annotations is not None else load_annotations(frames, first_mask, masks_dir)
-    check_targets(input_path, out_dir, overlay, overwrite)
+    check_targets(input_path, out_dir, overlay, overwrite, first_mask, masks_dir)
     out = check_output_folder(out_dir, overwrite)
+    write_record(out, TOOL, files=[overlay] if overlay else [], input=str(real_path(input_path)))
     # On CUDA the torch backend's step is captured in a CUDA graph (runtime.cuda_graphs).
     options = replace(EngineOptions.fastest(backend.device, compile=False), keep_prob=False)
     session = VideoSession(backend, config, options=options)
@@ -219,4 +275,5 @@ def segment_video(
             f"masks for frames {', '.join(unused[:5])} were not used: the input has no such frame "
             f"({count} frames were segmented and written to {out})"
         )
-    return SegmentSummary(count, session.object_labels, seconds, out)
+    missing = max(len(frames) - count, 0) if isinstance(frames, VideoFile) else 0
+    return SegmentSummary(count, session.object_labels, seconds, out, missing)

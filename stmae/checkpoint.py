@@ -9,8 +9,6 @@ Files are read with ``torch.load(weights_only=True)`` only.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,6 +16,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
+from .atomic import atomic_write
 from .config import ModelConfig, preset
 from .network import STMAE
 
@@ -27,7 +26,12 @@ _WIDEN_KEY = "value_encoder.conv1.weight"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be loaded; the message says what is wrong."""
+    """A checkpoint that cannot be loaded; the message (one line) says what is wrong;
+    ``details`` may hold a longer listing (e.g. every missing tensor)."""
+
+    def __init__(self, message: str, details: str | None = None) -> None:
+        super().__init__(message)
+        self.details = details or message
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,31 @@ def widen_single_object(state: dict[str, torch.Tensor]) -> bool:
     return False
 
 
+def expected_state(config: ModelConfig) -> dict[str, torch.Tensor]:
+    """The state dict an STMAE of ``config`` has, as shapes only: built on the ``meta``
+    device, so no memory is allocated whatever the config asks for."""
+    with torch.device("meta"):
+        return STMAE(config).state_dict()
+
+
+def check_finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Raise CheckpointError if a floating tensor holds NaN or Inf (a diverged or damaged
+    checkpoint would give garbage masks)."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        raise CheckpointError(
+            f"{source} holds NaN or Inf values (tensor {bad[0]}{more}); it is damaged or from a "
+            f"diverged training run: use an earlier checkpoint",
+            details="tensors with NaN or Inf values:\n" + "\n".join(f"  {k}" for k in bad),
+        )
+
+
 def check_state_dict(
     expected: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], source: str
 ) -> None:
-    """Strict check: raise CheckpointError listing missing, unexpected and mis-shaped tensors."""
+    """Strict check: raise CheckpointError naming missing, unexpected and mis-shaped
+    tensors in one line (``details``: the full listing)."""
     missing = [k for k in expected if k not in state]
     unexpected = [k for k in state if k not in expected]
     misshaped = [
@@ -118,17 +143,22 @@ def check_state_dict(
         return f"  {title} ({len(items)}):\n" + "\n".join(f"    {s}" for s in shown)
 
     parts = [f"{source} does not match the STMAE network:"]
+    summary = []
     if missing:
         parts.append(listing("missing tensors", missing))
+        summary.append(f"{len(missing)} missing tensor(s) (e.g. {missing[0]})")
     if unexpected:
         parts.append(listing("unexpected tensors", unexpected))
+        summary.append(f"{len(unexpected)} unexpected tensor(s) (e.g. {unexpected[0]})")
     if misshaped:
         parts.append(listing("tensors with the wrong shape", misshaped))
-    parts.append(
-        "  (a checkpoint without a 'config' entry is read as the published preset; "
-        "toolkit checkpoints name their config)"
+        summary.append(f"{len(misshaped)} tensor(s) with the wrong shape (e.g. {misshaped[0]})")
+    note = ("a checkpoint without a 'config' entry is read as the published preset; "
+            "toolkit checkpoints name their config")
+    parts.append(f"  ({note})")
+    raise CheckpointError(
+        f"{source} does not match the STMAE network: {'; '.join(summary)} ({note})", details="\n".join(parts)
     )
-    raise CheckpointError("\n".join(parts))
 
 
 def load_checkpoint(
@@ -145,8 +175,9 @@ def load_checkpoint(
     has_config = file_config is not None
     config = config or file_config or preset("published")
     widened = widen_single_object(state)
+    check_state_dict(expected_state(config), state, source=str(path))  # before allocating
+    check_finite(state, source=str(path))
     model = STMAE(config)
-    check_state_dict(model.state_dict(), state, source=str(path))
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     return LoadedCheckpoint(model, config, has_config, widened, extra)
@@ -156,16 +187,8 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """torch.save to a temp file in the target folder, fsync, then rename over ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb", durable=True) as fh:
+        torch.save(obj, fh)
 
 
 def save_checkpoint(

@@ -14,6 +14,7 @@ from typing import Any
 from stmae.checkpoint import CheckpointError
 
 from .config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig, ValidationConfig
+from .divergence import TrainingDiverged
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,7 +87,9 @@ def _set(section: dict[str, Any], key: str, value: Any) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     base: dict[str, Any] = {}
     if args.config:
-        base = json.loads(Path(args.config).read_text())
+        from .run_folder import read_config_file
+
+        base = read_config_file(args.config)
     data = dict(base.get("data", {}))
     for key, value in [
         ("davis_roots", args.davis), ("davis_resolution", args.davis_resolution),
@@ -145,10 +148,17 @@ def main(argv: list[str] | None = None) -> int:
             from .validation import make_validator
 
             validate = make_validator(cfg.validation)
-        result = train(cfg, resume=resume, validate=validate, progress_bar=not args.no_progress)
+        result = train(cfg, resume=resume, validate=validate, progress_bar=not args.no_progress,
+                       resume_requested=bool(args.resume))
+    except TrainingDiverged as exc:
+        print(f"stmae-train: error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, CheckpointError, FileNotFoundError, json.JSONDecodeError, TypeError) as exc:
         print(f"stmae-train: error: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
         return 2
+    except OSError as exc:
+        print(f"stmae-train: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("stmae-train: interrupted", file=sys.stderr)
         return 130

@@ -9,9 +9,11 @@ scaling, weight decay 0.05, step decay x0.1, mixed precision on GPU).
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from runtime.config import MAX_SIZE
 from stmae.config import PRESETS
 
 
@@ -108,10 +110,11 @@ class DataConfig:
             raise ValueError(f"num_frames must be an integer >= 2, got {self.num_frames!r}")
         _positive_int("max_objects", self.max_objects)
         if len(self.crop_size) != 2 or any(
-            not isinstance(s, int) or s <= 0 or s % 16 for s in self.crop_size
+            not isinstance(s, int) or s <= 0 or s % 16 or s > MAX_SIZE for s in self.crop_size
         ):
             raise ValueError(
-                f"crop_size must be (height, width), positive multiples of 16, got {self.crop_size}"
+                f"crop_size must be (height, width), positive multiples of 16 up to {MAX_SIZE}, "
+                f"got {self.crop_size}"
             )
         lo, hi = self.crop_scale if len(self.crop_scale) == 2 else (-1.0, -1.0)
         if not 0 < lo <= hi <= 1:
@@ -140,14 +143,14 @@ class OptimConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
-        if not self.base_lr > 0:
-            raise ValueError(f"base_lr must be > 0, got {self.base_lr}")
+        if not (self.base_lr > 0 and math.isfinite(self.base_lr)):
+            raise ValueError(f"base_lr (--lr) must be a finite number > 0, got {self.base_lr}")
         _positive_int("base_batch", self.base_batch)
-        if self.weight_decay < 0:
-            raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ValueError(f"weight_decay must be a finite number >= 0, got {self.weight_decay}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
             raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
-        if self.grad_clip < 0:
+        if not (self.grad_clip >= 0 and math.isfinite(self.grad_clip)):
             raise ValueError(f"grad_clip must be >= 0 (0 disables it), got {self.grad_clip}")
 
     def lr_for(self, global_batch: int) -> float:
@@ -177,7 +180,7 @@ class ScheduleConfig:
             raise ValueError(f"decay_at must be increasing positive steps, got {self.decay_at}")
         if not 0 < self.decay_factor <= 1:
             raise ValueError(f"decay_factor must be in (0, 1], got {self.decay_factor}")
-        if self.max_minutes < 0:
+        if not self.max_minutes >= 0:
             raise ValueError(f"max_minutes must be >= 0 (0: no limit), got {self.max_minutes}")
 
 
@@ -204,8 +207,8 @@ class ValidationConfig:
         _non_negative_int("max_frames", self.max_frames)
         if 0 < self.max_frames < 3:
             raise ValueError(f"max_frames must be 0 (all) or >= 3, got {self.max_frames}")
-        if not isinstance(self.size, int) or not (self.size == -1 or self.size >= 16):
-            raise ValueError(f"validation size must be -1 or >= 16 pixels, got {self.size!r}")
+        if not isinstance(self.size, int) or not (self.size == -1 or 16 <= self.size <= MAX_SIZE):
+            raise ValueError(f"validation size must be -1 or 16..{MAX_SIZE} pixels, got {self.size!r}")
         if self.every_steps and not (self.root and self.sequences):
             raise ValueError("validation every_steps > 0 needs a root and sequences")
 
@@ -260,7 +263,7 @@ class TrainConfig:
                 f"precision must be 'auto', 'fp32', 'fp16' or 'bf16', got {self.precision!r}"
             )
         _non_negative_int("checkpoint_every", self.checkpoint_every)
-        if self.checkpoint_minutes < 0:
+        if not self.checkpoint_minutes >= 0:
             raise ValueError("checkpoint_minutes must be >= 0 (0: off)")
         _positive_int("log_every", self.log_every)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import random
 import time
 import warnings
@@ -22,7 +23,8 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from stmae.checkpoint import load_checkpoint
+from stmae.atomic import atomic_write_text
+from stmae.checkpoint import check_state_dict, load_checkpoint
 from stmae.config import preset
 from stmae.network import STMAE
 
@@ -30,7 +32,9 @@ from . import distributed
 from .clips import OneShotClips, collate_clips
 from .config import TrainConfig
 from .cycle import CycleModel, reference_frames
+from .divergence import TrainingDiverged, diverged_message, non_finite_tensors
 from .logs import RunLog
+from .run_folder import check_resume_matches, check_run_folder
 from .loss import cycle_loss
 from .sampler import ResumableDistributedSampler, batches_per_epoch, epochs_for
 from .schedule import GapSchedule, StepDecay
@@ -89,14 +93,22 @@ def train(
     stop_after: int | None = None,
     validate: "Validator | None" = None,
     progress_bar: bool = True,
+    resume_requested: bool = False,
 ) -> TrainResult:
     """Run (or resume) training; returns when ``cfg.schedule.steps`` steps are done, the
     time budget is spent, or ``stop_after`` steps were done in this call (a checkpoint is
     written in every case). ``validate`` (a :class:`train.validation.Validator`) runs every
     ``cfg.validation.every_steps`` steps on every rank, each scoring its share of the
-    sequences; rank 0 logs the gathered scores."""
+    sequences; rank 0 logs the gathered scores.
+
+    The output folder is checked first (:func:`train.run_folder.check_run_folder`: a fresh
+    run into a folder holding a run is refused). A NaN/Inf loss or weights stop the run
+    with :class:`train.divergence.TrainingDiverged`, without saving.
+    ``resume_requested``: --resume auto was given (only changes the refusal's hint)."""
     info = distributed.setup(cfg.device)
     try:
+        check_run_folder(cfg, resume, resume_requested)
+        distributed.barrier(info)  # every rank checked before rank 0 writes anything
         return _train(cfg, info, resume, stop_after, validate, progress_bar)
     finally:
         distributed.cleanup(info)
@@ -127,6 +139,8 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult
     progress = Progress()
     if resume:
         state = load_training_checkpoint(resume)
+        check_resume_matches(resume, state.config, net.config, cfg)
+        check_state_dict(net.state_dict(), state.network, str(resume))
         net.load_state_dict(state.network)
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
@@ -155,23 +169,35 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult
     log = RunLog(cfg.output_dir) if info.is_main else None
     if info.is_main:
         Path(cfg.output_dir).mkdir(parents=True, exist_ok=True)
-        (Path(cfg.output_dir) / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        atomic_write_text(Path(cfg.output_dir) / "train_config.json", json.dumps(cfg.to_dict(), indent=2))
     ckpt = checkpoint_path(cfg)
     written: Path | None = None
+    kept: tuple[Path | None, int | None] = (Path(resume), progress.step) if resume else (None, None)
     bar = None
     if info.is_main and progress_bar:
         from tqdm import tqdm
 
         bar = tqdm(total=cfg.schedule.steps, initial=progress.step, desc="train", dynamic_ncols=True)
 
+    def stop(what: str, step: int) -> None:
+        if bar is not None:
+            bar.close()
+        if log is not None:
+            log.close()
+        raise TrainingDiverged(diverged_message(what, step, optimizer.param_groups[0]["lr"], *kept))
+
     def save() -> None:
-        nonlocal written
+        nonlocal written, kept
         distributed.sync_buffers(info, net)
+        bad = non_finite_tensors(net)
+        if bad:
+            stop(f"the weights became non-finite ({bad[0]}{' and more' if len(bad) > 1 else ''})", progress.step)
         rng = distributed.gather_objects(info, capture_rng())
         if info.is_main:
             save_training_checkpoint(ckpt, net, optimizer, scheduler, scaler, progress, rng,
                                      cfg.to_dict())
             written = ckpt
+        kept = (ckpt, progress.step)
 
     window = {"loss": 0.0, "cross_entropy": 0.0, "dice": 0.0, "n": 0}
     window_start, last_loss = time.monotonic(), float("nan")
@@ -197,6 +223,11 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult
             with autocast:
                 out = ddp(batch.frames, batch.first_masks, batch.valid, refs)
             terms = cycle_loss(out.agg_logits, out.prob, batch.first_masks, batch.valid)
+            loss_value = float(terms.total.detach())
+            if distributed.mean_across(info, [0.0 if math.isfinite(loss_value) else 1.0])[0] > 0:
+                what = f"the loss became {loss_value}" if not math.isfinite(loss_value) else \
+                    "the loss became non-finite on another process"
+                stop(what, progress.step + 1)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(terms.total).backward()
             if cfg.optim.grad_clip > 0:

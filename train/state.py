@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from stmae.checkpoint import CheckpointError, read_checkpoint_file, save_checkpoint
+from stmae.checkpoint import CheckpointError, check_finite, read_checkpoint_file, save_checkpoint
 from stmae.network import STMAE
 
 
@@ -108,6 +108,9 @@ def load_training_checkpoint(path: str | Path) -> TrainingState:
             f"{path} cannot resume a run: it lacks {missing} (it is a model-only checkpoint; "
             "use it as --init-checkpoint to fine-tune instead)"
         )
+    if not isinstance(obj["network"], dict) or not all(isinstance(v, torch.Tensor) for v in obj["network"].values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors under 'network'")
+    check_finite(obj["network"], str(path))
     return TrainingState(
         network=obj["network"], config=obj["config"], optimizer=obj["optimizer"],
         scheduler=obj["scheduler"], scaler=obj["scaler"],

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from runtime.overlay import blend
+from stmae.atomic import AtomicPath
 
 
 def contact_sheet(frames: list[np.ndarray], masks: list[np.ndarray], path: Path, tiles: int = 12, columns: int = 4, tile_width: int = 320, palette: list[int] | None = None) -> list[int]:
@@ -33,13 +32,7 @@ def contact_sheet(frames: list[np.ndarray], masks: list[np.ndarray], path: Path,
     rows = [np.concatenate(cells[r : r + columns], axis=1) for r in range(0, len(cells), columns)]
     sheet = np.concatenate(rows, axis=0)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
+    with AtomicPath(path) as target:
+        if not cv2.imwrite(str(target.tmp), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR)):
             raise OSError(f"could not write {path}")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return indices

@@ -23,10 +23,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from stmae.atomic import atomic_write_bytes
 
 from ..errors import BackendUnavailable
 
@@ -99,18 +100,9 @@ def build_engine(trt, onnx_path: Path, shapes: dict, workspace_bytes: int,
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write through a temporary file in the same folder, then rename (stmae/atomic.py
-    was not on main when this was written; switch to it when it lands)."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write through a temporary file in the same folder, then rename (:mod:`stmae.atomic`:
+    umask permissions, fsync, temp removed on failure)."""
+    atomic_write_bytes(path, data, durable=True)
 
 
 def _jsonable_shapes(shapes: dict) -> dict:

@@ -3,23 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from stmae.atomic import AtomicPath, atomic_write_text
 
 from .stats import STAGES
 
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+__all__ = ["atomic_write_text", "markdown_table", "write_report"]
 
 
 def markdown_table(report: dict) -> str:
@@ -100,8 +90,8 @@ def _chart(report: dict, path: Path) -> None:
     ax2.invert_yaxis()
     ax2.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    try:
+        with AtomicPath(path) as target:
+            fig.savefig(target.tmp, dpi=100, format="png")
+    finally:
+        plt.close(fig)

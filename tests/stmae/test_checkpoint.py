@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import warnings
 
 import pytest
@@ -102,8 +103,12 @@ def test_renamed_tensor_is_named_in_error(tmp_path, published_state):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
     msg = str(err.value)
-    assert "missing tensors (1)" in msg and "decoder.pred.weight" in msg
-    assert "unexpected tensors (1)" in msg and "decoder.pred.weights" in msg
+    assert "\n" not in msg  # one line for the command-line tools ...
+    assert "1 missing tensor(s) (e.g. decoder.pred.weight)" in msg
+    assert "1 unexpected tensor(s) (e.g. decoder.pred.weights)" in msg
+    details = err.value.details  # ... and the full listing for the library user
+    assert "missing tensors (1)" in details and "decoder.pred.weight" in details
+    assert "unexpected tensors (1)" in details and "decoder.pred.weights" in details
 
 
 def test_wrong_shape_is_named_in_error(tmp_path, published_state):
@@ -120,8 +125,10 @@ def test_missing_tensor_is_named_in_error(tmp_path, published_state):
     del state["key_encoder.layer3.5.bn3.running_var"]
     path = tmp_path / "missing.pth"
     torch.save({"network": state}, path)
-    with pytest.raises(CheckpointError, match=r"missing tensors \(1\):\n\s+key_encoder\.layer3\.5\.bn3\.running_var"):
+    with pytest.raises(CheckpointError) as err:
         load_checkpoint(path)
+    assert "1 missing tensor(s) (e.g. key_encoder.layer3.5.bn3.running_var)" in str(err.value)
+    assert re.search(r"missing tensors \(1\):\n\s+key_encoder\.layer3\.5\.bn3\.running_var", err.value.details)
 
 
 def test_file_that_is_not_a_checkpoint(tmp_path):
