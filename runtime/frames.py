@@ -1,37 +1,114 @@
-"""Video input: a folder of frames (jpg/png, sorted by name) or a video file (OpenCV).
+"""Video input: a folder of frames (jpg/png, in natural name order) or a video file (OpenCV).
 
 Frames come out as (H, W, 3) uint8 RGB with a name each (the file's stem for a folder,
 ``00000``, ``00001``, ... for a video); every frame must have the size of the first.
+
+Guards: image sizes are read from the headers and bounded (:func:`check_pixels`, at most
+``STMAE_MAX_PIXELS`` pixels, default 64 Mpx) before any frame is decoded; names sort
+naturally (``frame_2`` before ``frame_10``); 16-bit greyscale frames are converted to 8 bits
+exactly (value / 257), 32-bit integer and float images are refused.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from stmae.atomic import is_temp_name
+
 from .errors import InputError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
+DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
+_SIXTEEN_BIT = ("I;16", "I;16B", "I;16L", "I;16N")
+_READ_ERRORS = (UnidentifiedImageError, OSError, SyntaxError, ValueError)
+
+
+def natural_key(name: str) -> tuple:
+    """Sort key in which digit runs compare as numbers: frame_2 < frame_10."""
+    parts = re.split(r"(\d+)", name)
+    return tuple((int(p), p) if i % 2 else (p.lower(), p) for i, p in enumerate(parts))
+
+
+def max_pixels() -> int:
+    """The largest image (width x height) read: ``STMAE_MAX_PIXELS`` or 64 Mpx."""
+    value = os.environ.get("STMAE_MAX_PIXELS", "")
+    try:
+        return int(value) if value.strip() else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise InputError(f"STMAE_MAX_PIXELS must be a whole number of pixels, got {value!r}") from None
+
+
+def check_pixels(width: int, height: int, what: str) -> None:
+    """Refuse an image larger than :func:`max_pixels` before it is decoded."""
+    limit = max_pixels()
+    if width * height > limit:
+        raise InputError(
+            f"{what} is {width}x{height} ({width * height / 1e6:.0f} Mpx), above the limit of "
+            f"{limit / 1e6:.0f} Mpx; resize it, or raise the limit with STMAE_MAX_PIXELS"
+        )
+
+
+@contextlib.contextmanager
+def open_image(path: Path, what: str):
+    """PIL.Image.open with the header's size checked before anything is decoded."""
+    try:
+        img = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{what} is too large to decode safely ({exc}); resize it") from None
+    except _READ_ERRORS as exc:
+        raise InputError(f"{what} cannot be read as an image ({exc})") from None
+    with img:
+        check_pixels(img.size[0], img.size[1], what)
+        yield img
+
+
+def to_rgb8(img: Image.Image, what: str) -> np.ndarray:
+    """An opened image as (H, W, 3) uint8 RGB; 16-bit greyscale scaled exactly to 8 bits."""
+    if img.mode in _SIXTEEN_BIT or (img.mode == "I" and img.format == "PNG"):
+        grey = np.asarray(img).astype(np.uint32)
+        if grey.max(initial=0) > 65535:
+            raise InputError(f"{what} has values above 16 bits; give 8- or 16-bit images")
+        grey8 = ((grey * 255 + 32767) // 65535).astype(np.uint8)
+        return np.repeat(grey8[..., None], 3, axis=2)
+    if img.mode in ("I", "F") or img.mode.startswith("I;"):
+        raise InputError(
+            f"{what} is a {img.mode} image (32-bit integer or float); give 8- or 16-bit images (e.g. PNG or JPEG)"
+        )
+    return np.array(img.convert("RGB"))
+
+
+def read_frame(path: str | Path) -> np.ndarray:
+    """One image file -> (H, W, 3) uint8 RGB (size bounded, 16-bit converted)."""
+    return _read_rgb(Path(path))
 
 
 def _read_rgb(path: Path) -> np.ndarray:
-    try:
-        with Image.open(path) as img:
-            return np.array(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"frame {path} cannot be read as an image ({exc})") from None
+    what = f"frame {path}"
+    with open_image(path, what) as img:
+        try:
+            return to_rgb8(img, what)
+        except _READ_ERRORS as exc:
+            raise InputError(f"{what} cannot be read as an image ({exc})") from None
 
 
 class FrameFolder:
-    """Frames of a folder, sorted by file name; sizes are checked when opened."""
+    """Frames of a folder, in natural name order; sizes are checked when opened."""
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
+        if not self.folder.is_dir():
+            raise InputError(f"{self.folder} is not a folder of frames")
         self.paths = sorted(
-            p for p in self.folder.iterdir() if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS
+            (p for p in self.folder.iterdir()
+             if p.is_file() and p.suffix.lower() in FRAME_EXTENSIONS and not is_temp_name(p.name)),
+            key=lambda p: natural_key(p.name),
         )
         if not self.paths:
             raise InputError(
@@ -45,11 +122,8 @@ class FrameFolder:
     def _check_sizes(self) -> tuple[int, int]:
         sizes = {}
         for path in self.paths:
-            try:
-                with Image.open(path) as img:
-                    sizes[path] = img.size
-            except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-                raise InputError(f"frame {path} cannot be read as an image ({exc})") from None
+            with open_image(path, f"frame {path}") as img:
+                sizes[path] = img.size
         w0, h0 = sizes[self.paths[0]]
         for path, (w, h) in sizes.items():
             if (w, h) != (w0, h0):
@@ -81,9 +155,12 @@ class VideoFile:
         try:
             if not capture.isOpened():
                 raise InputError(f"{self.path} cannot be opened as a video (unknown format or damaged file)")
+            declared = (int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            check_pixels(declared[0], declared[1], f"video {self.path}")  # before decoding a frame
             ok, frame = capture.read()
             if not ok or frame is None:
                 raise InputError(f"{self.path} has no frame that can be decoded")
+            check_pixels(frame.shape[1], frame.shape[0], f"video {self.path}")
             self.size = frame.shape[:2]
             self.count_hint = max(int(capture.get(cv2.CAP_PROP_FRAME_COUNT)), 1)
             fps = capture.get(cv2.CAP_PROP_FPS)

@@ -2,7 +2,13 @@
 
 Masks are written with PIL in mode 'P' with the palette kept (never through OpenCV,
 which would drop it). A PNG appears whole or not at all: it is written to a temp file in
-the same folder, then renamed over the target.
+the same folder, then renamed over the target (:mod:`stmae.atomic`).
+
+Reading refuses what cannot be a label map: lossy files (JPEG/WebP), and masks whose
+labels look like compression or anti-aliasing noise (most labels only along edges: a JPEG
+round trip turns a 2-object mask into dozens of "objects"). Label 255 is *void* (DAVIS:
+"ignore"): never an object; :func:`without_void` turns it into background for tracking,
+and :mod:`runtime.metrics` leaves void pixels out of the scores.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ from PIL import Image, UnidentifiedImageError
 from stmae.atomic import atomic_write, is_temp_name
 
 from .errors import InputError
+from .frames import natural_key, open_image
+
+VOID_LABEL = 255
+LOSSY_FORMATS = ("JPEG", "MPO", "WEBP", "JPEG2000")
 
 
 def davis_palette() -> list[int]:
@@ -42,7 +52,12 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
     if not path.is_file():
         raise InputError(f"mask {path} does not exist")
     try:
-        with Image.open(path) as img:
+        with open_image(path, f"mask {path}") as img:
+            if img.format in LOSSY_FORMATS:
+                raise InputError(
+                    f"mask {path} is a {img.format} file: lossy compression changes the label values "
+                    f"along object edges; save masks as PNG (palette or greyscale, one value per object)"
+                )
             img.load()
             mode = img.mode
             palette = img.getpalette() if mode == "P" else None
@@ -61,9 +76,49 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
         values = np.unique(labels)
         if values.size and set(values.tolist()) <= {0, 255}:
             labels = (labels == 255).astype(np.uint8)
+    refuse_noisy_labels(labels, path)
     if palette is not None:
         palette = (palette + [0] * 768)[:768]
     return labels, palette
+
+
+def without_void(labels: np.ndarray) -> np.ndarray:
+    """``labels`` with void pixels (255) set to background (0); the same array if none."""
+    void = labels == VOID_LABEL
+    if not void.any():
+        return labels
+    out = labels.copy()
+    out[void] = 0
+    return out
+
+
+def edge_only_labels(labels: np.ndarray) -> list[int]:
+    """Non-zero, non-void labels with fewer than half their pixels inside a 3x3 patch of
+    their own label: what lossy compression and anti-aliasing leave along edges."""
+    padded = np.pad(labels, 1, mode="edge")
+    h, w = labels.shape
+    interior = np.ones(labels.shape, dtype=bool)
+    for dy in (0, 1, 2):
+        for dx in (0, 1, 2):
+            interior &= padded[dy:dy + h, dx:dx + w] == labels
+    counts = np.bincount(labels.ravel(), minlength=256)
+    inside = np.bincount(labels[interior].ravel(), minlength=256)
+    return [v for v in range(1, 255) if counts[v] and inside[v] * 2 < counts[v]]
+
+
+def refuse_noisy_labels(labels: np.ndarray, path: str | Path) -> None:
+    """Refuse a label map whose labels are mostly edge noise (at least 3 such labels, and
+    more of them than solid ones): a JPEG round trip or an anti-aliased drawing."""
+    present = [int(v) for v in np.unique(labels) if 0 < v < VOID_LABEL]
+    if len(present) < 3:
+        return
+    noisy = edge_only_labels(labels)
+    if len(noisy) >= 3 and len(noisy) > len(present) - len(noisy):
+        raise InputError(
+            f"mask {path} has {len(present)} label values, {len(noisy)} of them only along edges: it looks "
+            f"lossy (JPEG) or anti-aliased, which would make each grey level an object; save the "
+            f"original label map as PNG without smoothing (palette or greyscale, one value per object)"
+        )
 
 
 def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None = None) -> None:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 BOUND_TH = 0.008
+VOID = 255  # DAVIS "void": left out of both masks when scoring, never an object
 
 
 def jaccard(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -104,13 +105,14 @@ def evaluate_objects(
     """Score one sequence.
 
     predictions, ground_truth: label maps (H, W), one per frame, in frame order.
-    Objects: the non-zero labels of the first ground-truth frame. With
+    Objects: the labels of the first ground-truth frame but 0 and 255 (void; void pixels
+    are excluded from J and F as in the DAVIS 2017 toolkit). With
     ``skip_first_and_last`` (the DAVIS semi-supervised protocol) the first and last
     frames are not scored. Returns one :class:`ObjectScore` per object.
     """
     if len(predictions) != len(ground_truth):
         raise ValueError(f"{len(predictions)} predictions for {len(ground_truth)} ground-truth frames")
-    objects = [int(v) for v in np.unique(ground_truth[0]) if v != 0]
+    objects = [int(v) for v in np.unique(ground_truth[0]) if v != 0 and v != VOID]
     frames = list(range(len(ground_truth)))
     if skip_first_and_last:
         frames = frames[1:-1]
@@ -126,7 +128,9 @@ def evaluate_objects(
             pred, gt = predictions[i], ground_truth[i]
             if pred.shape != gt.shape:
                 raise ValueError(f"frame {i}: prediction {pred.shape} and ground truth {gt.shape} differ in size")
-            js.append(jaccard(pred == label, gt == label))
-            fs.append(boundary_f(pred == label, gt == label))
+            void = gt == VOID  # DAVIS: void pixels count for neither mask
+            pred_obj = (pred == label) & ~void
+            js.append(jaccard(pred_obj, gt == label))
+            fs.append(boundary_f(pred_obj, gt == label))
         scores.append(ObjectScore(label, float(np.mean(js)), float(np.mean(fs)), len(frames)))
     return scores

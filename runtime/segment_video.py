@@ -25,8 +25,8 @@ from .backends.base import Backend
 from .config import SessionConfig
 from .engine import EngineOptions
 from .errors import InputError
-from .frames import FrameFolder, VideoFile, open_frames
-from .mask_io import existing_masks, read_mask, write_mask
+from .frames import FrameFolder, VideoFile, natural_key, open_frames
+from .mask_io import VOID_LABEL, existing_masks, read_mask, write_mask
 from .overlap import BackgroundWriter, Prefetcher
 from .overlay import OverlayWriter
 from .session import VideoSession
@@ -41,7 +41,7 @@ class Annotations:
 
     @property
     def first_name(self) -> str:
-        return min(self.masks)
+        return min(self.masks, key=natural_key)
 
 
 @dataclass(frozen=True)
@@ -126,17 +126,18 @@ def load_annotations(
                 f"mask {sources[name]} is {_size_text(labels.shape)} but the frames are "
                 f"{_size_text(tuple(frames.size))}; the mask must have the frames' size"
             )
-    first = min(masks)
+    first = min(masks, key=natural_key)
     if not labels_present(masks[first]):
         raise InputError(
-            f"the first mask ({sources[first]}) has no object: every pixel is 0 (background); "
-            f"label each object with its own value 1..255"
+            f"the first mask ({sources[first]}) has no object: every pixel is 0 (background) or 255 "
+            f"(void); label each object with its own value 1..254"
         )
     return Annotations(masks, palette)
 
 
 def labels_present(labels: np.ndarray) -> list[int]:
-    return [int(v) for v in np.unique(labels) if v != 0]
+    """Object labels of a label map: every value but 0 (background) and 255 (void)."""
+    return [int(v) for v in np.unique(labels) if v != 0 and v != VOID_LABEL]
 
 
 TOOL = "stmae-segment"

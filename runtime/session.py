@@ -28,6 +28,8 @@ from .backends.base import Backend
 from .config import SessionConfig
 from .engine import EngineOptions, StageTimer, StreamEngine, StreamInput, StreamMemory
 from .errors import InputError
+from .frames import check_pixels
+from .mask_io import without_void
 from .object_registry import ObjectRegistry
 from .schedule import StreamSchedule
 from .transforms import FrameGeometry
@@ -75,7 +77,7 @@ def _check_mask(mask: np.ndarray, shape: tuple[int, int], index: int) -> np.ndar
         if mask.min() < 0 or mask.max() > 255:
             raise InputError(f"the mask for frame {index} has labels outside 0..255")
         mask = mask.astype(np.uint8)
-    return mask
+    return without_void(mask)  # 255 = void (DAVIS): not an object, its pixels background
 
 
 def _given_objects(mask: np.ndarray, objects, index: int) -> list[int]:
@@ -108,6 +110,7 @@ def check_step_input(schedule: StreamSchedule, frame: np.ndarray, mask: np.ndarr
     else:
         frame = _check_frame(frame, t)
     height, width = int(frame.shape[0]), int(frame.shape[1])
+    check_pixels(width, height, f"frame {t}")
     geometry = schedule.geometry
     if geometry is not None and (height, width) != geometry.input_size:
         h0, w0 = geometry.input_size
@@ -123,7 +126,7 @@ def check_step_input(schedule: StreamSchedule, frame: np.ndarray, mask: np.ndarr
         given = _given_objects(mask, objects, t)
         if not given and len(schedule.registry) == 0:
             raise InputError(
-                f"the mask for frame {t} has no object (every pixel is 0, the background); "
+                f"the mask for frame {t} has no object (every pixel is 0, the background, or 255, void); "
                 f"give a mask with at least one labelled object"
             )
     return StreamInput(frame, mask if given else None, tuple(given))

@@ -15,7 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+
+from runtime.frames import natural_key, read_frame
+from runtime.mask_io import read_mask, without_void
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
@@ -31,26 +33,23 @@ class VideoEntry:
 
 
 def read_rgb(path: Path) -> np.ndarray:
-    """-> (H, W, 3) uint8 RGB."""
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+    """-> (H, W, 3) uint8 RGB (the runtime's reader: size bounded, 16-bit converted)."""
+    return read_frame(path)
 
 
 def read_labels(path: Path) -> np.ndarray:
-    """A palette or grayscale PNG -> (H, W) uint8 labels (0 = background)."""
-    with Image.open(path) as img:
-        if img.mode not in ("P", "L"):
-            raise ValueError(
-                f"{path}: annotations must be palette ('P') or grayscale ('L') PNGs, got {img.mode!r}"
-            )
-        return np.asarray(img)
+    """A palette or grayscale PNG -> (H, W) uint8 labels (0 = background; binary 0/255
+    masks give 0/1; void 255 becomes background; lossy masks are refused)."""
+    return without_void(read_mask(path)[0])
 
 
 def _video_entry(name: str, frame_dir: Path, anno_dir: Path) -> VideoEntry | None:
-    frames = sorted(p for p in frame_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    frames = sorted((p for p in frame_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES),
+                    key=lambda p: natural_key(p.name))
     if not anno_dir.is_dir():
         return None
-    annotated = sorted(p for p in anno_dir.iterdir() if p.suffix.lower() == ".png")
+    annotated = sorted((p for p in anno_dir.iterdir() if p.suffix.lower() == ".png"),
+                       key=lambda p: natural_key(p.name))
     if not frames or not annotated:
         return None
     first = annotated[0]
