@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.config import MAX_SIZE
 from runtime.export_manifest import PRECISIONS
 
 from .fp32_islands import KEY_FP32_POLICIES
@@ -93,10 +94,12 @@ class ExportConfig:
             )
         for name in ("calibration_frames", "verify_max_frames"):
             value = getattr(self, name)
-            if not isinstance(value, int) or value < 3:
-                raise ValueError(f"{name} must be an integer >= 3, got {value!r}")
-        if not (self.work_size == -1 or (isinstance(self.work_size, int) and self.work_size >= 32)):
-            raise ValueError(f"work_size must be -1 or at least 32, got {self.work_size!r}")
+            if not isinstance(value, int) or not 3 <= value <= 1000:
+                raise ValueError(f"{name} must be an integer in 3..1000, got {value!r}")
+        if not (self.work_size == -1 or (isinstance(self.work_size, int) and 32 <= self.work_size <= MAX_SIZE)):
+            raise ValueError(f"work_size must be -1 or 32..{MAX_SIZE}, got {self.work_size!r}")
+        if max(self.trace.height, self.trace.width) > MAX_SIZE:
+            raise ValueError(f"--trace-size must be at most {MAX_SIZE} pixels a side, got {self.trace.height} {self.trace.width}")
         if self.key_fp32 is not None and self.key_fp32 not in KEY_FP32_POLICIES:
             raise ValueError(f"key_fp32 must be one of {KEY_FP32_POLICIES}, got {self.key_fp32!r}")
         if self.int8_quantizer not in INT8_QUANTIZERS:

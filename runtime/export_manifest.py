@@ -257,10 +257,38 @@ def verify_files(manifest: ExportManifest, export_dir: str | Path) -> None:
                 f"{(digest or 'n/a')[:16]}..., size {size}): the file was modified or "
                 f"corrupted after export; re-run stmae-export"
             )
+        check_graph_io(name, spec, path)
+
+
+def check_graph_io(name: str, spec: GraphSpec, path: Path) -> None:
+    """Refuse a manifest whose declared inputs/outputs (names, dtypes, shapes) are not the
+    graph's own: the runtime sizes its buffers from the manifest."""
+    from .onnx_io import OnnxReadError, graph_io
+
+    try:
+        inputs, outputs = graph_io(path)
+    except (OnnxReadError, UnicodeDecodeError, OSError) as exc:
+        raise ExportManifestError(f"{path} cannot be read as an ONNX model ({exc}); re-run stmae-export") from None
+
+    def text(entry) -> str:
+        return f"{entry[0]} {entry[1]} {list(entry[2])}"
+
+    for kind, declared, actual in (("input", spec.inputs, inputs), ("output", spec.outputs, outputs)):
+        want = [(t.name, t.dtype, tuple(t.shape)) for t in declared]
+        if want == actual:
+            continue
+        pair = next(((d, a) for d, a in zip(want, actual) if d != a), None)
+        found = (f"declared {text(pair[0])}, the graph has {text(pair[1])}" if pair else
+                 f"declared {len(want)} {kind}s, the graph has {len(actual)}")
+        raise ExportManifestError(
+            f"{path.name} does not match the manifest's {name} {kind}s ({found}): the manifest was edited "
+            f"or belongs to other graphs; re-run stmae-export"
+        )
 
 
 def load_manifest(export_dir: str | Path, verify_hashes: bool = True) -> ExportManifest:
-    """Read and validate ``export_dir/manifest.json``; by default also check the hashes."""
+    """Read and validate ``export_dir/manifest.json``; by default also check the graphs'
+    hashes and that their inputs/outputs are the ones the manifest declares."""
     export_dir = Path(export_dir)
     path = export_dir / MANIFEST_NAME
     if not export_dir.is_dir():

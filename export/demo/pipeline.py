@@ -14,7 +14,7 @@ import numpy as np
 from runtime.backends.factory import create_backend
 from runtime.bench.report import atomic_write_text
 from runtime.bench.stats import StageTimer
-from runtime.config import SessionConfig
+from runtime.config import MAX_SIZE, SessionConfig
 from runtime.export_manifest import ExportManifestError, load_manifest, sha256_file
 from runtime.frames import open_frames
 from runtime.mask_io import read_mask, write_mask
@@ -22,11 +22,15 @@ from runtime.metrics import evaluate_objects
 from runtime.overlay import OverlayWriter
 from runtime.session import VideoSession
 from stmae import generate_clip
+from stmae.atomic import remove_stale_temps
+from stmae.outputs import OutputError, prepare_output_folder, refuse_alias, write_record, written_by
 
 from ..config import ExportConfig
 from ..exporter import run_export
 from .contact_sheet import contact_sheet
 
+TOOL = "stmae-demo"
+MAX_SYNTHETIC_FRAMES = 3000  # the demo keeps the clip in memory (240p: about 0.3 MB a frame)
 # The trained small checkpoint shipped in the repository's weights/ folder.
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
 DEFAULT_WEIGHTS = "stmae_small_davis240.pth"
@@ -68,12 +72,28 @@ class DemoConfig:
             raise ValueError("--input and --mask go together: real frames need their first mask")
         if self.frames < 3:
             raise ValueError(f"frames must be >= 3, got {self.frames}")
-        if self.size < 32:
-            raise ValueError(f"size must be >= 32, got {self.size}")
+        if not 32 <= self.size <= MAX_SIZE:
+            raise ValueError(f"--size must be in 32..{MAX_SIZE}, got {self.size}")
+        if self.input is None and self.frames > MAX_SYNTHETIC_FRAMES:
+            raise ValueError(f"--frames must be at most {MAX_SYNTHETIC_FRAMES} for the synthetic clip, got {self.frames}")
         if not 2 <= self.objects <= 8:
             raise ValueError(f"objects must be in 2..8 (the demo shows objects crossing), got {self.objects}")
         if self.backend not in ("onnxruntime", "torch"):
             raise ValueError(f"backend must be onnxruntime or torch, got {self.backend!r}")
+
+
+def check_demo_folder(out: Path, inputs: dict) -> None:
+    """``out`` must not alias an input, and must be new, empty, or a folder stmae-demo made
+    (its output record): a re-run replaces only the demo's own files there."""
+    refuse_alias(out, "--out", inputs)
+    if out.is_dir() and any(out.iterdir()) and not written_by(out, TOOL):
+        raise OutputError(
+            f"--out {out} already holds files not written by {TOOL} (no output record); it was left "
+            f"untouched: choose a new --out"
+        )
+    prepare_output_folder(out, "--out")
+    remove_stale_temps(out)
+    write_record(out, TOOL)
 
 
 def cached_export(checkpoint: Path, export_dir: Path, precision: str, log: Callable[[str], None]) -> tuple[bool, float]:
@@ -114,8 +134,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
     """Run the demo; returns the report dict (also written as report.json / report.md)."""
     wall = time.perf_counter()
     out = config.out_dir
-    out.mkdir(parents=True, exist_ok=True)
     checkpoint = Path(config.checkpoint) if config.checkpoint else default_checkpoint()
+    check_demo_folder(out, {"--input": config.input, "--mask": config.mask, "--checkpoint": checkpoint})
     frames, truth, first_mask, names, fps = _load_clip(config)
 
     export_seconds, reused = 0.0, None

@@ -77,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     from ..config import SessionConfig
     from ..errors import BackendUnavailable, InputError
     from .harness import ClipSettings, RunSpec
-    from .report import markdown_table, write_report
+    from stmae.outputs import OutputError
+
+    from .report import check_report_folder, markdown_table, write_report
     from .suite import SuiteSpec, run_suite
 
     try:
@@ -96,11 +98,14 @@ def main(argv: list[str] | None = None) -> int:
             sizes=tuple(args.sizes), objects=tuple(args.objects), checkpoint=args.checkpoint,
             input_dir=args.input, mask=args.mask, device=args.device,
         )
+        inputs = {"--input": args.input, "--mask": args.mask, "--checkpoint": args.checkpoint}
+        inputs.update({f"--run {r.backend}:{r.export_dir}": r.export_dir for r in spec.runs if r.export_dir})
+        check_report_folder(Path(args.out), inputs)
         command = "stmae-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
         report = run_suite(spec, command, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
         paths = write_report(report, Path(args.out))
-    except (ValueError, InputError, BackendUnavailable, RuntimeError) as exc:
-        print(f"stmae-bench: error: {exc}", file=sys.stderr)
+    except (ValueError, InputError, BackendUnavailable, OutputError, RuntimeError) as exc:
+        print(f"stmae-bench: error: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}", file=sys.stderr)
         return 2
     print(markdown_table(report), end="")
     print(f"report: {paths['json']}  {paths['markdown']}  {paths['chart']}")

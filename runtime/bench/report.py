@@ -5,11 +5,32 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stmae.atomic import AtomicPath, atomic_write_text
+from stmae.atomic import AtomicPath, atomic_write_text, remove_stale_temps
+from stmae.outputs import OutputError, prepare_output_folder, refuse_alias, write_record, written_by
 
 from .stats import STAGES
 
-__all__ = ["atomic_write_text", "markdown_table", "write_report"]
+__all__ = ["atomic_write_text", "check_report_folder", "markdown_table", "write_report"]
+
+TOOL = "stmae-bench"
+REPORT_FILES = ("report.json", "report.md", "report.png")
+
+
+def check_report_folder(out_dir: Path, inputs: dict[str, str | Path | None]) -> Path:
+    """Before measuring: ``out_dir`` must not alias an input; report files already there
+    are replaced only if stmae-bench wrote them (its output record); created, proven
+    writable and marked. Raises OutputError."""
+    refuse_alias(out_dir, "--out", inputs)
+    existing = [name for name in REPORT_FILES if (out_dir / name).exists()]
+    if existing and not written_by(out_dir, TOOL):
+        raise OutputError(
+            f"--out {out_dir} already has {existing[0]}, not written by {TOOL} (no output record); it was "
+            f"left untouched: choose another --out"
+        )
+    prepare_output_folder(out_dir, "--out")
+    remove_stale_temps(out_dir)
+    write_record(out_dir, TOOL)
+    return out_dir
 
 
 def markdown_table(report: dict) -> str:

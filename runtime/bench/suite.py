@@ -50,6 +50,13 @@ class SuiteSpec:
             raise ValueError("--input and --mask go together (real frames need their first mask)")
         if self.input_dir is not None and self.objects != (1,) and len(self.objects) > 1:
             raise ValueError("an object-count sweep needs the synthetic clip (real frames have their own objects)")
+        for size in self.sizes:  # checked before any synthetic clip is drawn at that size
+            try:
+                replace(self.clip.session, size=size)
+            except ValueError as exc:
+                raise ValueError(f"--sizes: {exc}") from None
+        if any(not 1 <= n <= 254 for n in self.objects):
+            raise ValueError(f"--objects must be in 1..254, got {list(self.objects)}")
 
 
 class _SessionAdapter:
