@@ -115,7 +115,8 @@ def _run(prog: str, body: Callable[[], int | None]) -> int:
     try:
         status = body()
     except _user_errors() as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        text = " ".join(line.strip() for line in str(exc).strip().splitlines())  # one line, always
+        print(f"{prog}: error: {text}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)

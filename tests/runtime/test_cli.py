@@ -59,7 +59,7 @@ def test_segment_console_script_on_davis(davis, published_checkpoint, tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert re.fullmatch(r"6 frames, 1 objects, [\d.]+ s, [\d.]+ FPS -> .*masks", lines[-1]), lines
     assert "frame/s" in proc.stderr or "s/frame" in proc.stderr  # the progress bar
-    assert sorted(p.name for p in out.iterdir()) == [f"{i:05d}.png" for i in range(6)]
+    assert sorted(p.name for p in out.iterdir()) == [".stmae-output.json"] + [f"{i:05d}.png" for i in range(6)]
     labels, palette = read_mask(out / "00003.png")
     _, given_palette = read_mask(mask)
     assert labels.shape == (240, 427) and palette == given_palette
@@ -142,11 +142,17 @@ def test_segment_bad_inputs(tmp_path, tiny_video, small_checkpoint, capsys):
     write_mask(out / "00000.png", np.zeros((48, 64), np.uint8))
     code, err = seg("--input", frames_dir, "--mask", mask, "--out", out)
     assert code == 2 and "already has 1 mask(s)" in err and "--overwrite" in err
+    # --overwrite replaces only masks stmae-segment wrote (its record): not these ...
     code, err = seg("--input", frames_dir, "--mask", mask, "--out", out, "--overwrite")
-    assert code == 0 and len(list(out.glob("*.png"))) == 6
+    assert code == 2 and "no stmae-segment record" in err and len(list(out.glob("*.png"))) == 1
+    # ... but a run's own output, yes.
+    own = tmp_path / "o7b"
+    assert seg("--input", frames_dir, "--mask", mask, "--out", own)[0] == 0
+    code, err = seg("--input", frames_dir, "--mask", mask, "--out", own, "--overwrite")
+    assert code == 0 and len(list(own.glob("*.png"))) == 6
 
     code, err = seg("--input", frames_dir, "--mask", mask, "--out", frames_dir, "--overwrite")
-    assert code == 2 and "is the input folder" in err
+    assert code == 2 and "is the same path as --input" in err
     (tmp_path / "ov.mp4").write_bytes(b"old")
     code, err = seg("--input", frames_dir, "--mask", mask, "--out", tmp_path / "o10", "--overlay", tmp_path / "ov.mp4")
     assert code == 2 and "ov.mp4 already exists" in err and (tmp_path / "ov.mp4").read_bytes() == b"old"
@@ -212,7 +218,7 @@ def test_segment_video_file_with_overlay(tmp_path, small_checkpoint, capsys):
                          "--out", str(tmp_path / "out"), "--size", "-1", "--device", "cpu", "--quiet",
                          "--overlay", str(tmp_path / "ov.mp4")])
     assert code == 0, capsys.readouterr().err
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [f"{i:05d}.png" for i in range(4)]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".stmae-output.json"] + [f"{i:05d}.png" for i in range(4)]
     capture = cv2.VideoCapture(str(tmp_path / "ov.mp4"))
     count = 0
     while capture.read()[0]:

@@ -14,6 +14,7 @@ from runtime.errors import InputError
 from runtime.evaluation import evaluate_sequences, read_split
 from runtime.mask_io import read_mask, write_mask
 from stmae import generate_clip
+from stmae.outputs import write_record
 
 from .conftest import write_frames
 
@@ -71,6 +72,10 @@ def test_evaluate_refuses_existing_masks_and_limits_frames(tmp_path, small_model
     backend = TorchBackend(small_model)
     with pytest.raises(InputError, match="already has 1 mask.*--overwrite"):
         evaluate_sequences(backend, root, ["alpha"], "480p", out, SessionConfig(size=-1))
+    # Not written by stmae-eval (no record): not replaced even with overwrite.
+    with pytest.raises(InputError, match="replaces only results that stmae-eval wrote"):
+        evaluate_sequences(backend, root, ["alpha"], "480p", out, SessionConfig(size=-1), overwrite=True)
+    write_record(out, "stmae-eval")
     result = evaluate_sequences(backend, root, ["alpha"], "480p", out, SessionConfig(size=-1),
                                 overwrite=True, max_frames=4)
     assert result.sequences[0].frames == 4 and result.sequences[0].objects[0].frames == 2
