@@ -177,8 +177,8 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         frames = first_frames(open_frames(args.input), args.max_frames)
         annotations = load_annotations(frames, args.mask, args.masks_dir)
         check_targets(args.input, args.out, args.overlay, args.overwrite, args.mask, args.masks_dir)
-        check_output_folder(args.out, args.overwrite)
-        backend = _backend(args)
+        backend = _backend(args)  # a bad checkpoint or export is refused before --out is created
+        check_output_folder(args.out, args.overwrite)  # created and proven writable before the network runs
         with _progress(len(frames), "frame", args.quiet) as bar:
             summary = segment_video(
                 backend, args.input, args.out, config=config, overwrite=args.overwrite,
@@ -240,8 +240,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 raise InputError(f"sequence {name!r}: {folder} does not exist (is --resolution right?)")
             n = len(FrameFolder(folder))
             total += min(n, args.max_frames) if args.max_frames else n
-        check_eval_output(out, root, names, args.overwrite)
         backend = _backend(args)
+        check_eval_output(out, root, names, args.overwrite)  # before the network runs
         with _progress(total, "frame", args.quiet) as bar:
             result = evaluate_sequences(
                 backend, root, names, args.resolution, out, config,
