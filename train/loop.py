@@ -120,6 +120,9 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     started = time.monotonic()
     device = info.device
+    state = load_training_checkpoint(resume) if resume else None
+    if state is not None and not cfg.init_checkpoint:  # before building (and allocating) a network
+        check_resume_matches(resume, state.config, preset(cfg.model), cfg)
     net = _build_network(cfg)
     _seed_everything(cfg.seed + info.rank)
     model = CycleModel(net).to(device).train()
@@ -137,8 +140,7 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
 
     progress = Progress()
-    if resume:
-        state = load_training_checkpoint(resume)
+    if state is not None:
         check_resume_matches(resume, state.config, net.config, cfg)
         check_state_dict(net.state_dict(), state.network, str(resume))
         net.load_state_dict(state.network)

@@ -76,9 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from ..config import SessionConfig
     from ..errors import BackendUnavailable, InputError
-    from .harness import ClipSettings, RunSpec
     from stmae.outputs import OutputError
 
+    from .harness import ClipSettings, RunSpec
     from .report import check_report_folder, markdown_table, write_report
     from .suite import SuiteSpec, run_suite
 
@@ -105,7 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         report = run_suite(spec, command, progress=lambda msg: print(msg, file=sys.stderr, flush=True))
         paths = write_report(report, Path(args.out))
     except (ValueError, InputError, BackendUnavailable, OutputError, RuntimeError) as exc:
-        print(f"stmae-bench: error: {str(exc).strip().splitlines()[0] if str(exc).strip() else exc!r}", file=sys.stderr)
+        text = " ".join(line.strip() for line in str(exc).strip().splitlines()) or type(exc).__name__
+        print(f"stmae-bench: error: {text}", file=sys.stderr)
         return 2
     print(markdown_table(report), end="")
     print(f"report: {paths['json']}  {paths['markdown']}  {paths['chart']}")
