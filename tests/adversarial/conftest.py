@@ -68,13 +68,14 @@ def run_main(main, capsys, *args) -> tuple[int, str, str]:
     return code, captured.out, captured.err
 
 
-def run_script(name: str, *args, timeout: int = 300) -> subprocess.CompletedProcess:
+def run_script(name: str, *args, cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
     exe = Path(sys.executable).parent / name
     found = str(exe) if exe.exists() else shutil.which(name)
     if not found:
         pytest.skip(f"console script {name} is not installed (pip install -e .)")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.run([found, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([found, *map(str, args)], capture_output=True, text=True, env=env, timeout=timeout,
+                          cwd=cwd)
 
 
 def write_frames(folder: Path, frames: np.ndarray, names=None) -> None:

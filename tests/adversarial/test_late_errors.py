@@ -25,7 +25,7 @@ from train.cli import main as train_main
 from train.config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig
 from train.loop import checkpoint_path, train
 
-from .conftest import one_line_error, run_main, snapshot, write_frames
+from .conftest import one_line_error, run_main, run_script, snapshot, write_frames, write_video
 
 
 def _failing_probe(monkeypatch, code: int) -> None:
@@ -199,3 +199,21 @@ def test_eval_unwritable_output_before_any_sequence_runs(tmp_path, clip, seeded_
     assert rc == 2 and "J&F" not in stdout
     one_line_error(err, "stmae-eval", "read-only")
     assert not list(tmp_path.rglob("*.csv"))
+
+
+@pytest.mark.parametrize("script, args, needle", [
+    ("stmae-train", ["--config", "."], "is a folder"),
+    ("stmae-segment", ["--input", "v.avi", "--mask", "m.png", "--out", "o", "--overlay", "v.avi", "--overwrite",
+                       "--checkpoint", "c.pth"], "same path as --input"),
+    ("stmae-export", ["c.pth", "--out", ".", "--overwrite"], "holds the checkpoint"),
+])
+def test_console_scripts_refuse_in_one_line(tmp_path, clip, seeded_small_checkpoint, script, args, needle):
+    """Through the installed entry points, as a user runs them (a new process each)."""
+    write_video(tmp_path / "v.avi", clip.frames)
+    write_mask(tmp_path / "m.png", clip.masks[0])
+    (tmp_path / "c.pth").write_bytes(seeded_small_checkpoint.read_bytes())
+    before = snapshot(tmp_path)
+    proc = run_script(script, *args, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    one_line_error(proc.stderr, script, needle)
+    assert snapshot(tmp_path) == before
