@@ -180,6 +180,8 @@ def check_targets(
         refuse_alias(out_dir, "--out", inputs)
         if overlay is not None:
             refuse_alias(overlay, "--overlay", inputs, folder_output=False)
+            if real_path(overlay) == real_path(out_dir):
+                raise InputError(f"--overlay {overlay} is the --out folder; give the overlay its own file name")
     except OutputError as exc:
         raise InputError(str(exc)) from None
     if overlay is not None and Path(overlay).parent.is_dir():

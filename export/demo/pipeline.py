@@ -12,7 +12,6 @@ from typing import Callable
 import numpy as np
 
 from runtime.backends.factory import create_backend
-from runtime.bench.report import atomic_write_text
 from runtime.bench.stats import StageTimer
 from runtime.config import MAX_SIZE, SessionConfig
 from runtime.export_manifest import ExportManifestError, load_manifest, sha256_file
@@ -22,7 +21,7 @@ from runtime.metrics import evaluate_objects
 from runtime.overlay import OverlayWriter
 from runtime.session import VideoSession
 from stmae import generate_clip
-from stmae.atomic import remove_stale_temps
+from stmae.atomic import atomic_write_text, remove_stale_temps
 from stmae.outputs import OutputError, prepare_output_folder, refuse_alias, write_record, written_by
 
 from ..config import ExportConfig
