@@ -33,6 +33,7 @@ from runtime.frames import FrameFolder  # noqa: E402
 from runtime.mask_io import read_mask  # noqa: E402
 from runtime.metrics import evaluate_objects  # noqa: E402
 from runtime.session import VideoSession  # noqa: E402
+from stmae.atomic import atomic_write_text  # noqa: E402
 from stmae.composite import Donor, composite_clip  # noqa: E402
 
 
@@ -99,8 +100,8 @@ def main(argv=None) -> int:
     print(f"mean over {len(rows)} objects: J&F {mean:.4f} (copy first mask {copy_mean:.4f})")
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps({"objects": rows, "mean_JF": mean, "copy_first_mask_JF": copy_mean,
-                                               "args": vars(args)}, indent=2))
+        atomic_write_text(args.json, json.dumps({"objects": rows, "mean_JF": mean, "copy_first_mask_JF": copy_mean,
+                                                 "args": vars(args)}, indent=2, default=str) + "\n")
     return 0
 
 

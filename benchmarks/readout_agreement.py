@@ -36,6 +36,7 @@ from stmae.checkpoint import load_checkpoint
 from stmae.config import preset
 from stmae.kernels.agreement import set_overlap, topk_indices, topk_set_agreement
 from stmae.network import STMAE
+from stmae.atomic import atomic_write_text
 from stmae.preprocess import normalize_image, pad_to_multiple
 from stmae.readout import similarity
 from stmae.reference_weights import reference_weights_for
@@ -166,9 +167,7 @@ def main(argv=None) -> int:
             print(f"| {r['sequence']} | network in {name} | {r['rows']} | {s['identical']:.4f} | "
                   f"{s['overlap']:.4f} | {s['min_overlap']:.3f} | | |")
     if args.out:
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(args.out)
+        atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
     return 0
 
 

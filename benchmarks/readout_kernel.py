@@ -30,6 +30,8 @@ from pathlib import Path
 
 import torch
 
+from stmae.atomic import atomic_write_text
+
 AIM_MS_PER_FRAME = 0.3
 CONFIGS = (  # (block_m, block_l, block_c, num_warps, num_stages); the first is the default
     (64, 64, 64, 8, 2),
@@ -162,10 +164,8 @@ def main(argv=None) -> int:
               f"{row['triton_max_abs_diff']:.2e} |", flush=True)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = args.out.with_name(args.out.name + ".tmp")
-        tmp.write_text(json.dumps({"device": torch.cuda.get_device_name(device), "torch": torch.__version__,
-                                   "rows": rows}, indent=2) + "\n", encoding="utf-8")
-        tmp.replace(args.out)
+        atomic_write_text(args.out, json.dumps({"device": torch.cuda.get_device_name(device),
+                                                "torch": torch.__version__, "rows": rows}, indent=2) + "\n")
     return 0
 
 
