@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch is imported where it is used: the CLI imports this module early
+    import torch
 
 
 class TrainingDiverged(RuntimeError):
@@ -18,8 +20,10 @@ class TrainingDiverged(RuntimeError):
     checkpoint that was kept."""
 
 
-def non_finite_tensors(module: torch.nn.Module) -> list[str]:
+def non_finite_tensors(module: "torch.nn.Module") -> list[str]:
     """Names of floating parameters and buffers holding NaN or Inf."""
+    import torch
+
     bad = []
     for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
