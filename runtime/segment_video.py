@@ -224,6 +224,7 @@ def segment_video(
     on_frame: Callable[[int], None] | None = None,
     frames: FrameFolder | VideoFile | None = None,
     annotations: Annotations | None = None,
+    record: bool = True,
 ) -> SegmentSummary:
     """Segment ``input_path`` into ``out_dir/<frame name>.png``.
 
@@ -231,13 +232,16 @@ def segment_video(
     frames). A mask after the first introduces the labels not seen before (YouTube-VOS
     style); labels already known are left to the tracker. ``frames``/``annotations``:
     already opened/checked inputs (as :func:`open_frames` / :func:`load_annotations` give).
-    on_frame(i) is called after every frame.
+    on_frame(i) is called after every frame. record: leave this tool's output record
+    (``.stmae-output.json``) in ``out_dir`` (False where a caller keeps its own records,
+    e.g. :mod:`runtime.corpus`).
     """
     frames = frames if frames is not None else open_frames(input_path)
     annotations = annotations if annotations is not None else load_annotations(frames, first_mask, masks_dir)
     check_targets(input_path, out_dir, overlay, overwrite, first_mask, masks_dir)
     out = check_output_folder(out_dir, overwrite)
-    write_record(out, TOOL, files=[overlay] if overlay else [], input=str(real_path(input_path)))
+    if record:
+        write_record(out, TOOL, files=[overlay] if overlay else [], input=str(real_path(input_path)))
     # On CUDA the torch backend's step is captured in a CUDA graph (runtime.cuda_graphs).
     options = replace(EngineOptions.fastest(backend.device, compile=False), keep_prob=False)
     session = VideoSession(backend, config, options=options)

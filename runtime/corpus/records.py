@@ -15,12 +15,12 @@ run's is refused unless ``--overwrite``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from stmae.atomic import atomic_write_text
 
 from ..errors import InputError
 from ..mask_io import existing_masks
@@ -35,18 +35,9 @@ def utc_now() -> str:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON at ``path`` atomically (temp file in the folder, then rename)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``data`` as JSON at ``path`` atomically (:mod:`stmae.atomic`: temp file in the
+    folder, fsync, rename, umask permissions)."""
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def claim_output(out: Path, fingerprint: dict, overwrite: bool) -> None:

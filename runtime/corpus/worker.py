@@ -165,7 +165,7 @@ class Worker:
                 if not annotations.masks:
                     raise InputError(f"no mask within the first {self.setup.max_frames} frames")
             summary = segment_video(
-                self.backend, job.source, out / job.name, config=self.setup.config, overwrite=True,
+                self.backend, job.source, out / job.name, config=self.setup.config, overwrite=True, record=False,
                 frames=frames, annotations=annotations, on_frame=_crash_hook(self.setup.crash_at, job.name),
             )
         except Exception as exc:  # the video fails; the worker goes on with the next one

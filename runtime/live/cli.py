@@ -32,7 +32,9 @@ def segment_live(args: argparse.Namespace, make_backend: Callable[[], object], c
     line; writes OUT/live_stats.json with --out. Ctrl-C ends it with exit status 0."""
     from ..corpus.records import write_json
     from ..mask_io import read_mask
-    from ..segment_video import check_output_folder, labels_present
+    from stmae.outputs import real_path, recorded_files, write_record
+
+    from ..segment_video import TOOL, check_output_folder, labels_present
     from .realtime import segment_live as run
     from .source import open_live
 
@@ -57,8 +59,16 @@ def segment_live(args: argparse.Namespace, make_backend: Callable[[], object], c
         raise InputError(f"overlay {args.overlay}: folder {Path(args.overlay).parent} does not exist")
     if args.overlay and Path(args.overlay).exists() and not args.overwrite:
         raise InputError(f"overlay {args.overlay} already exists; pass --overwrite to replace it")
+    if args.overlay and Path(args.overlay).exists() and str(real_path(args.overlay)) not in (
+        recorded_files(args.out, TOOL) if args.out else set()
+    ):
+        raise InputError(
+            f"--overwrite replaces only an overlay that {TOOL} recorded in its --out folder, and {args.overlay} "
+            f"is not recorded there; it was left untouched: choose another --overlay"
+        )
     if args.out:
         check_output_folder(args.out, args.overwrite)
+        write_record(args.out, TOOL, files=[args.overlay] if args.overlay else [], input=str(args.input or args.camera))
     backend = make_backend()
     source = open_live(args.input, args.camera, args.stream_timeout)
     print(f"segmenting {source.url} ({'real-time: frames dropped when behind' if args.realtime else 'every frame'}); "
