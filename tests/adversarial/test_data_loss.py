@@ -231,3 +231,17 @@ def test_bench_reruns_into_its_own_folder(tmp_path, capsys):
     from runtime.bench.report import check_report_folder
 
     assert check_report_folder(out, {}) == out  # its own record: a re-run may replace its reports
+
+
+def test_live_overlay_overwrite_leaves_a_foreign_video(tmp_path, clip, seg_args, capsys):
+    """A live source (stream URL) with --overlay over an existing file the tool did not write:
+    refused before the stream is opened."""
+    mask = tmp_path / "m.png"
+    write_mask(mask, clip.masks[0])
+    (tmp_path / "holiday.mp4").write_bytes(b"a video the user cares about")
+    before = snapshot(tmp_path)
+    code, _, err = run_main(segment_main, capsys, *seg_args, "--input", "udp://127.0.0.1:9", "--mask", mask,
+                            "--overlay", tmp_path / "holiday.mp4", "--overwrite")
+    assert code == 2
+    one_line_error(err, "stmae-segment", "holiday.mp4 is not recorded", "left untouched")
+    assert snapshot(tmp_path) == before
