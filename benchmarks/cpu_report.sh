@@ -17,19 +17,22 @@ PY
 ckpt="$out/published_rule_weights.pth"
 verify=(--verify-frames "$data/JPEGImages/480p/tennis" --verify-masks "$data/Annotations/480p/tennis" --work-size 240)
 stmae-export "$ckpt" --out "$out/export_fp32" --precision fp32 --overwrite "${verify[@]}"
-# INT8 with ONNX Runtime's QDQ quantizer (a Q/DQ pair per reader and Q/DQ on Conv outputs,
-# so the CPU provider fuses every convolution into QLinearConv), with int8 keys (the default)
-# and with the key encoder kept float32; and with ModelOpt's quantizer (the TensorRT-oriented
-# layout, DQ on Conv inputs only: no CPU speed-up).
-stmae-export "$ckpt" --out "$out/export_int8_ort" --precision int8 --int8-quantizer onnxruntime \
+# INT8 for the CPU (--target cpu, the default: ONNX Runtime's QDQ quantizer, a Q/DQ pair per
+# reader and Q/DQ on Conv outputs, so the CPU provider fuses every convolution into
+# QLinearConv): with every flag at its default (synthetic calibration and gate clips at the
+# processing size), calibrated on DAVIS frames, and with the key encoder kept float32; and
+# for TensorRT (--target tensorrt: ModelOpt's layout, DQ on Conv inputs only: no CPU speed-up).
+stmae-export "$ckpt" --out "$out/export_int8_default" --precision int8 --overwrite
+stmae-export "$ckpt" --out "$out/export_int8_ort" --precision int8 --target cpu \
   --overwrite --calibration "$data/JPEGImages/480p/boat" "${verify[@]}"
-stmae-export "$ckpt" --out "$out/export_int8_ort_keyfp32" --precision int8 --int8-quantizer onnxruntime \
+stmae-export "$ckpt" --out "$out/export_int8_ort_keyfp32" --precision int8 --target cpu \
   --key-fp32 all --overwrite --calibration "$data/JPEGImages/480p/boat" "${verify[@]}"
-stmae-export "$ckpt" --out "$out/export_int8_modelopt" --precision int8 --overwrite \
+stmae-export "$ckpt" --out "$out/export_int8_modelopt" --precision int8 --target tensorrt --overwrite \
   --calibration "$data/JPEGImages/480p/boat" "${verify[@]}"
 stmae-bench --checkpoint "$ckpt" --input "$data/JPEGImages/480p/bear" \
   --mask "$data/Annotations/480p/bear/00000.png" --frames 30 --sizes 480 \
-  --run "onnxruntime:$out/export_fp32" --run "onnxruntime:$out/export_int8_ort" \
+  --run "onnxruntime:$out/export_fp32" --run "onnxruntime:$out/export_int8_default" \
+  --run "onnxruntime:$out/export_int8_ort" \
   --run "onnxruntime:$out/export_int8_ort_keyfp32" --run "onnxruntime:$out/export_int8_modelopt" \
   --out "$out/report"
 # Each CPU optimization before and after (session options, int8 fusion, readout, label map,

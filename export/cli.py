@@ -1,5 +1,5 @@
-"""``stmae-export CHECKPOINT --out DIR [--precision fp32|fp16|int8] [--opset N]
-[--calibration FRAMES_DIR] [--overwrite] [--no-verify]``.
+"""``stmae-export CHECKPOINT --out DIR [--precision fp32|fp16|int8] [--target cpu|tensorrt]
+[--opset N] [--calibration FRAMES_DIR] [--overwrite] [--no-verify]``.
 
 Exit status: 0 on success; 1 when the parity gate fails (nothing is written); 2 for bad
 input (missing checkpoint, existing --out without --overwrite, bad opset, empty
@@ -13,13 +13,11 @@ import sys
 from pathlib import Path
 
 from runtime.errors import InputError
-from stmae.checkpoint import CheckpointError
 
+# Only light imports here: --help must not load torch, onnx or ModelOpt (the exporter is
+# imported inside main).
 from .config import DEFAULT_KEY_FP32, ExportConfig, GateThresholds
-from .exporter import ExportError, ExportGateError, run_export
-from .fp32_islands import KEY_FP32_POLICIES
-from .graphs import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TraceShape
-from .precision import INT8_QUANTIZERS, PrecisionToolMissing
+from .options import DEFAULT_OPSET, DEFAULT_TARGET, INT8_QUANTIZERS, KEY_FP32_POLICIES, MAX_OPSET, MIN_OPSET, TARGETS, TraceShape
 
 EXIT_GATE = 1
 EXIT_INPUT = 2
@@ -39,12 +37,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-frames", type=int, default=6, help="frames used for calibration (default 6)")
     p.add_argument("--verify-frames", type=Path, help="folder of frames the pipelines are compared on (default: a synthetic clip)")
     p.add_argument("--verify-masks", type=Path, help="ground-truth masks of --verify-frames (<frame name>.png) for J&F")
-    p.add_argument("--verify-max-frames", type=int, default=8, help="frames of the verification clip used (default 8)")
-    p.add_argument("--work-size", type=int, default=240, help="shorter side frames from folders are processed at (-1: as they are)")
+    p.add_argument("--verify-max-frames", type=int, default=12, help="frames of the verification clip used (default 12)")
+    p.add_argument("--work-size", type=int, default=None,
+                   help="shorter side the calibration/verification frames are processed at, and the synthetic clips' "
+                   "size (default: the checkpoint's processing size, else 480; -1: as they are)")
+    p.add_argument("--target", choices=TARGETS, default=DEFAULT_TARGET,
+                   help="what the export will run on; picks the int8 layout: cpu = ONNX Runtime's CPU provider "
+                   "(its QDQ quantizer, a Q/DQ pair per reader, CSE off), tensorrt = ModelOpt Q/DQ "
+                   f"(default {DEFAULT_TARGET})")
     p.add_argument("--key-fp32", choices=KEY_FP32_POLICIES,
                    help="what stays float32 in the key encoder (default: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_KEY_FP32.items()) + ")")
-    p.add_argument("--int8-quantizer", choices=INT8_QUANTIZERS, default="modelopt")
-    p.add_argument("--min-iou", type=float, help="override the fp16/int8 gate's mean-IoU threshold")
+    p.add_argument("--int8-quantizer", choices=INT8_QUANTIZERS, default=None,
+                   help="override the int8 tool that --target picks (cpu: onnxruntime, tensorrt: modelopt)")
+    p.add_argument("--min-iou", type=float, help="override the fp16/int8 gate's mean-IoU threshold (clips without ground truth)")
+    p.add_argument("--max-jf-drop", type=float,
+                   help="override the fp16/int8 gate's largest accepted J&F drop against fp32 (clips with ground truth; "
+                   "defaults: fp16 0.01, int8 0.03)")
     p.add_argument("--trace-size", type=int, nargs=2, metavar=("H", "W"), default=(64, 96),
                    help="size the graphs are traced at (multiples of 16; default 64 96)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -54,9 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace) -> ExportConfig:
-    thresholds = GateThresholds()
+    overrides: dict = {}
     if args.min_iou is not None:
-        thresholds = GateThresholds(fp16_min_iou=args.min_iou, int8_min_iou=args.min_iou)
+        overrides.update(fp16_min_iou=args.min_iou, int8_min_iou=args.min_iou)
+    if args.max_jf_drop is not None:
+        overrides.update(fp16_max_jf_drop=args.max_jf_drop, int8_max_jf_drop=args.max_jf_drop)
+    thresholds = GateThresholds(**overrides)
     return ExportConfig(
         checkpoint=args.checkpoint,
         out_dir=args.out,
@@ -72,6 +83,7 @@ def _config(args: argparse.Namespace) -> ExportConfig:
         overwrite=args.overwrite,
         trace=TraceShape(height=args.trace_size[0], width=args.trace_size[1]),
         key_fp32=args.key_fp32,
+        target=args.target,
         int8_quantizer=args.int8_quantizer,
         thresholds=thresholds,
     )
@@ -85,6 +97,11 @@ def _first_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     log = (lambda _m: None) if args.quiet else (lambda m: print(f"stmae-export: {m}", flush=True))
+    from stmae.checkpoint import CheckpointError
+
+    from .exporter import ExportError, ExportGateError, run_export
+    from .precision import PrecisionToolMissing
+
     try:
         config = _config(args)
         if not config.checkpoint.is_file():
@@ -99,8 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     manifest = result.manifest
     sizes = ", ".join(f"{g.file} {g.size_bytes / 1e6:.1f} MB" for g in manifest.graphs.values())
     state = "verified" if manifest.verified else "NOT verified (--no-verify)"
-    print(f"stmae-export: wrote {result.out_dir} ({manifest.precision}, opset {manifest.opset}, {state}; "
-          f"{sizes}; {result.seconds['total']:.0f} s)")
+    target = f", target {manifest.target}" if manifest.precision == "int8" else ""
+    print(f"stmae-export: wrote {result.out_dir} ({manifest.precision}{target}, opset {manifest.opset}, "
+          f"processing size {manifest.processing_size}, {state}; {sizes}; {result.seconds['total']:.0f} s)")
+    gate = manifest.verification.get("gate")
+    if gate:
+        print(f"stmae-export: gate passed: {gate['measured']}")
     return 0
 
 

@@ -55,9 +55,12 @@ class Clip:
         return mask
 
 
-def synthetic_clip(frames: int, height: int, width: int, seed: int, objects: int = 2) -> Clip:
-    clip = generate_clip(ClipSpec(frames=frames, height=height, width=width, objects=objects, seed=seed))
-    return Clip(clip.frames, clip.masks, f"synthetic clip (seed {seed}, {frames} frames, {width}x{height})")
+def synthetic_clip(frames: int, height: int, width: int, seed: int, objects: int = 2, style: str = "scene") -> Clip:
+    """A seeded synthetic clip with exact masks ('scene' style: what a natural video looks
+    like to the model; see :mod:`stmae.synthetic`)."""
+    clip = generate_clip(ClipSpec(frames=frames, height=height, width=width, objects=objects, seed=seed, style=style))
+    return Clip(clip.frames, clip.masks,
+                f"synthetic {style} clip (seed {seed}, {objects} objects, {frames} frames, {width}x{height})")
 
 
 def folder_clip(frames_dir: str | Path, masks_dir: str | Path | None = None, max_frames: int | None = None) -> Clip:

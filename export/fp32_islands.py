@@ -19,7 +19,7 @@ import re
 
 import onnx
 
-KEY_FP32_POLICIES = ("none", "layer3", "all")
+from .options import KEY_FP32_POLICIES  # noqa: E402,F401 (re-exported)
 _MASK_MODULES = re.compile(r"/model\.(value_encoder|decoder)[:.]")
 _KEY_LAYER3 = re.compile(r"/model\.key_encoder\.layer3[:.]")
 

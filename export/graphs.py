@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -33,9 +32,7 @@ from runtime.export_manifest import (
 )
 from stmae.network import STMAE
 
-MIN_OPSET = 18  # the torch.export-based exporter emits opset-18 reductions (axes as inputs)
-MAX_OPSET = 23  # newest opset ONNX Runtime 1.2x and the TensorRT 10.x parser both accept
-DEFAULT_OPSET = 19  # ModelOpt AutoCast's minimum for fp16 graphs; TensorRT 10.x parses 9..24
+from .options import DEFAULT_OPSET, MAX_OPSET, MIN_OPSET, TraceShape  # noqa: F401 (re-exported)
 
 _DTYPE_NAMES = {
     onnx.TensorProto.FLOAT: "float32",
@@ -68,25 +65,6 @@ class MaskAutoencoderGraph(nn.Module):
 
     def forward(self, image, f16, f8, f4, coarse):
         return self.model.segment(image, f16, f8, f4, coarse)
-
-
-@dataclass(frozen=True)
-class TraceShape:
-    """Example sizes the graphs are traced at (every axis but channels is dynamic).
-    batch and objects must be >= 2: torch.export specializes axes of size 0 and 1."""
-
-    batch: int = 2
-    objects: int = 2
-    height: int = 64
-    width: int = 96
-
-    def __post_init__(self) -> None:
-        if self.batch < 2 or self.objects < 2:
-            raise ValueError("trace batch and objects must be >= 2 (size-1 axes get specialized)")
-        if self.height % 16 or self.width % 16 or self.height < 32 or self.width < 32:
-            raise ValueError(
-                f"trace size must be multiples of 16 and at least 32, got {self.height}x{self.width}"
-            )
 
 
 # Names of the dynamic axes on every graph input/output (index -> name).

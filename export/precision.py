@@ -24,7 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import onnx
 
-INT8_QUANTIZERS = ("modelopt", "onnxruntime")
+from .options import INT8_QUANTIZERS  # noqa: E402,F401 (re-exported)
 INSTALL_EXPORT_EXTRA = 'pip install -e ".[export]"'
 # ModelOpt's int8 quantizer patches ONNX Runtime's quantization classes for the rest of the
 # process, after which ONNX Runtime's own QDQ quantizer fails; we refuse that combination.
@@ -53,6 +53,30 @@ def _quiet_modelopt() -> None:
     from modelopt.onnx.logging_config import configure_logging
 
     configure_logging(logging.ERROR)
+
+
+class _RootLogCapture:
+    """Collect what a tool logs through the root logger (ONNX Runtime's quantizer writes
+    'WARNING:root:' lines about its own internals) instead of printing it; the messages
+    go into the manifest's precision details."""
+
+    def __enter__(self) -> list[str]:
+        self.messages: list[str] = []
+        root = logging.getLogger()
+        self._saved = (root.level, list(root.handlers))
+
+        class _Collect(logging.Handler):
+            def emit(handler, record: logging.LogRecord) -> None:  # noqa: N805
+                self.messages.append(f"{record.levelname}: {record.getMessage()}")
+
+        root.handlers = [_Collect(logging.WARNING)]
+        root.setLevel(logging.WARNING)
+        return self.messages
+
+    def __exit__(self, *exc) -> None:
+        root = logging.getLogger()
+        root.setLevel(self._saved[0])
+        root.handlers = self._saved[1]
 
 
 def modelopt_version() -> str | None:
@@ -190,6 +214,7 @@ def quantize_int8(
     if not feeds:
         raise ValueError("int8 calibration needs at least one input feed")
     keep = sorted(set(keep_fp32_nodes))
+    tool_messages: list[str] = []
     if quantizer == "modelopt":
         global _ORT_PATCHED_BY_MODELOPT
         _, quantization = _import_modelopt("int8 export through ModelOpt quantization")
@@ -223,25 +248,26 @@ def quantize_int8(
             )
         from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-        quantize_static(
-            str(src),
-            str(dst),
-            _ort_reader(feeds),
-            quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QInt8,
-            weight_type=QuantType.QInt8,
-            per_channel=True,
-            calibrate_method=CalibrationMethod.MinMax,
-            nodes_to_exclude=keep,
-            # DedicatedQDQPair: a tensor read by two nodes (a residual block's input feeds
-            # conv1 and the skip) gets a DequantizeLinear per reader. ONNX Runtime fuses
-            # DQ -> Conv -> Q into QLinearConv only when the DQ has a single reader; with a
-            # shared DQ those convolutions stayed float32 (measured: 11 of 35, 350 ms of the
-            # 480x864 mask autoencoder's 750 ms). Sessions must switch off common
-            # subexpression elimination, which merges the pairs back (see the manifest's
-            # onnxruntime_disabled_optimizers).
-            extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "DedicatedQDQPair": True},
-        )
+        with _RootLogCapture() as tool_messages:
+            quantize_static(
+                str(src),
+                str(dst),
+                _ort_reader(feeds),
+                quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QInt8,
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                calibrate_method=CalibrationMethod.MinMax,
+                nodes_to_exclude=keep,
+                # DedicatedQDQPair: a tensor read by two nodes (a residual block's input feeds
+                # conv1 and the skip) gets a DequantizeLinear per reader. ONNX Runtime fuses
+                # DQ -> Conv -> Q into QLinearConv only when the DQ has a single reader; with a
+                # shared DQ those convolutions stayed float32 (measured: 11 of 35, 350 ms of the
+                # 480x864 mask autoencoder's 750 ms). Sessions must switch off common
+                # subexpression elimination, which merges the pairs back (see the manifest's
+                # onnxruntime_disabled_optimizers).
+                extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "DedicatedQDQPair": True},
+            )
         tool, version = "onnxruntime.quantization quantize_static (QDQ)", _version("onnxruntime-gpu") or _version("onnxruntime")
     model = refresh_value_info(onnx.load(str(dst)))
     onnx.save_model(model, str(dst), save_as_external_data=False)
@@ -253,4 +279,5 @@ def quantize_int8(
         "calibration_feeds": len(feeds),
         "kept_float32_nodes": len(keep),
         "qdq_nodes": qdq,
+        "tool_messages": tool_messages,
     }

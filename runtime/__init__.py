@@ -17,6 +17,15 @@ Imports ``stmae``; reads export manifests, never imports ``export`` or ``train``
 
 from .config import SessionConfig
 from .errors import BackendUnavailable, InputError
-from .session import FrameResult, VideoSession
 
 __all__ = ["SessionConfig", "VideoSession", "FrameResult", "InputError", "BackendUnavailable"]
+
+
+def __getattr__(name: str):
+    # The session (and torch) load on first use, so that the command lines' --help, which
+    # import this package, stay instant.
+    if name in ("VideoSession", "FrameResult"):
+        from . import session
+
+        return getattr(session, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

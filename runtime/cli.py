@@ -13,19 +13,21 @@ import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
-from stmae.checkpoint import CheckpointError
-
-from .backends.factory import BACKENDS, create_backend
+# Only light imports here: ``--help`` must not import torch or ONNX Runtime (the heavy
+# modules are imported inside the command bodies).
 from .corpus.cli import add_corpus_options, eval_corpus, segment_corpus, wants_corpus
 from .live.cli import add_live_options, segment_live, wants_live
 from .config import (
     DEFAULT_MAX_MEMORY_FRAMES,
     DEFAULT_MEM_EVERY,
-    DEFAULT_SIZE,
     DEFAULT_TOP_K,
     SessionConfig,
 )
 from .errors import BackendUnavailable, InputError
+from .sizing import AUTO, ResolvedSize, parse_size, resolve_size
+
+# runtime.backends.factory.BACKENDS (that module imports torch).
+BACKENDS = ("torch", "onnxruntime", "tensorrt")
 
 
 def _default_device() -> str:
@@ -41,8 +43,9 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                         help="torch backend: convolution precision (fp16/bf16 on CUDA only; default fp32)")
-    parser.add_argument("--size", type=int, default=DEFAULT_SIZE,
-                        help=f"resize frames so the shorter side is SIZE (-1: as they are; default {DEFAULT_SIZE})")
+    parser.add_argument("--size", type=parse_size, default=AUTO,
+                        help="resize frames so the shorter side is SIZE pixels (-1: as they are; default auto: "
+                        "the resolution the checkpoint or export records, else 480 for published checkpoints)")
     parser.add_argument("--mem-every", type=int, default=DEFAULT_MEM_EVERY,
                         help=f"write a frame to memory every N frames (default {DEFAULT_MEM_EVERY})")
     parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
@@ -53,10 +56,21 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _session_config(args: argparse.Namespace) -> SessionConfig:
+def _resolved_size(args: argparse.Namespace) -> ResolvedSize:
+    """--size, or for 'auto' what the export folder or checkpoint records (else 480)."""
+    if args.size == AUTO:
+        if args.backend == "torch" and not args.checkpoint:
+            raise InputError("--checkpoint is required with --backend torch")
+        if args.backend != "torch" and not args.export_dir:
+            raise InputError(f"--export-dir is required with --backend {args.backend} (make one with stmae-export)")
+    return resolve_size(args.size, checkpoint=args.checkpoint if args.backend == "torch" else None,
+                        export_dir=args.export_dir if args.backend != "torch" else None)
+
+
+def _session_config(args: argparse.Namespace, size: int) -> SessionConfig:
     try:
         return SessionConfig(
-            mem_every=args.mem_every, top_k=args.top_k, max_memory_frames=args.max_memory_frames, size=args.size
+            mem_every=args.mem_every, top_k=args.top_k, max_memory_frames=args.max_memory_frames, size=size
         )
     except ValueError as exc:
         raise InputError(str(exc).replace("mem_every", "--mem-every").replace("top_k", "--top-k")
@@ -65,6 +79,8 @@ def _session_config(args: argparse.Namespace) -> SessionConfig:
 
 def _backend(args: argparse.Namespace):
     import torch
+
+    from .backends.factory import create_backend
 
     device = args.device or _default_device()
     if device == "cpu":
@@ -97,6 +113,7 @@ def _backend_spec(args: argparse.Namespace):
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that report bad input or an unusable backend (exit status 2)."""
+    from stmae.checkpoint import CheckpointError
     from stmae.outputs import OutputError
 
     errors: list[type[BaseException]] = [InputError, BackendUnavailable, CheckpointError, OutputError]
@@ -131,9 +148,9 @@ def _run(prog: str, body: Callable[[], int | None]) -> int:
 
 
 def _progress(total: int | None, unit: str, quiet: bool, desc: str | None = None):
-    from tqdm import tqdm
+    from .progress import progress_bar
 
-    return tqdm(total=total, unit=unit, disable=quiet, desc=desc, dynamic_ncols=True, file=sys.stderr)
+    return progress_bar(total=total, unit=unit, disable=quiet, desc=desc)
 
 
 def segment_main(argv: Sequence[str] | None = None) -> int:
@@ -159,9 +176,9 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         if wants_corpus(args):
             if not args.out:
                 raise InputError("--out is required: the folder that gets one subfolder of masks per video")
-            return segment_corpus(args, _backend_spec(args), _session_config(args))
+            return segment_corpus(args, _backend_spec(args), _session_config(args, _resolved_size(args).size))
         if wants_live(args):
-            return segment_live(args, lambda: _backend(args), _session_config(args))
+            return segment_live(args, lambda: _backend(args), _session_config(args, _resolved_size(args).size))
         if not args.input or not args.out:
             raise InputError("give --input (frames folder, video file, stream URL or camera) and --out, "
                              "or --videos DIR and --out for many videos")
@@ -173,7 +190,8 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         from .frames import open_frames
         from .segment_video import check_output_folder, check_targets, load_annotations, segment_video
 
-        config = _session_config(args)
+        size = _resolved_size(args)
+        config = _session_config(args, size.size)
         frames = first_frames(open_frames(args.input), args.max_frames)
         annotations = load_annotations(frames, args.mask, args.masks_dir)
         check_targets(args.input, args.out, args.overlay, args.overwrite, args.mask, args.masks_dir)
@@ -185,7 +203,7 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
                 overlay=args.overlay, on_frame=lambda _: bar.update(1),
                 frames=frames, annotations=annotations,
             )
-        print(summary.line())
+        print(summary.line(size.text()))
         if summary.warning():
             print(f"stmae-segment: warning: {summary.warning()}", file=sys.stderr)
             return 1
@@ -205,7 +223,9 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--split", help="split name: ImageSets/<year>/<split>.txt (e.g. val)")
     parser.add_argument("--sequences", help="comma-separated sequence names (instead of --split)")
     parser.add_argument("--year", help="ImageSets year folder (default: the one that has the split)")
-    parser.add_argument("--resolution", default="480p", help="resolution folder (default 480p)")
+    parser.add_argument("--resolution", default=AUTO,
+                        help="resolution folder under JPEGImages/ (default auto: '<size>p' for the size the "
+                        "checkpoint or export records, e.g. 240p, when the dataset has it, else 480p)")
     parser.add_argument("--out", required=True, help="output folder")
     parser.add_argument("--max-frames", type=int, help="only the first N frames of each sequence (quick checks)")
     parser.add_argument("--streams", type=int, default=1,
@@ -218,7 +238,6 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         from .evaluation import RESULTS_CSV, check_eval_output, evaluate_sequences, read_split
         from .frames import FrameFolder
 
-        config = _session_config(args)
         root = Path(args.dataset)
         if not root.is_dir():
             raise InputError(f"--dataset {root} does not exist")
@@ -229,13 +248,16 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         names = read_split(root, args.split, args.year) if args.split else [
             s.strip() for s in args.sequences.split(",") if s.strip()
         ]
+        size = _resolved_size(args)
+        config = _session_config(args, size.size)
         if wants_corpus(args):
             return eval_corpus(args, _backend_spec(args), config, names)
+        resolution = _resolution(root, args.resolution, size)
         out = Path(args.out)
         results_csv = out / RESULTS_CSV
         total = 0
         for name in names:
-            folder = root / "JPEGImages" / args.resolution / name
+            folder = root / "JPEGImages" / resolution / name
             if not folder.is_dir():
                 raise InputError(f"sequence {name!r}: {folder} does not exist (is --resolution right?)")
             n = len(FrameFolder(folder))
@@ -244,7 +266,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         check_eval_output(out, root, names, args.overwrite)  # before the network runs
         with _progress(total, "frame", args.quiet) as bar:
             result = evaluate_sequences(
-                backend, root, names, args.resolution, out, config,
+                backend, root, names, resolution, out, config,
                 overwrite=args.overwrite, max_frames=args.max_frames, streams=args.streams,
                 on_frame=lambda seq, i: (bar.set_description(seq, refresh=False), bar.update(1)),
             )
@@ -252,6 +274,27 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         for seq in result.sequences:
             print(f"{seq.name:<24} J {seq.J:.4f}  F {seq.F:.4f}  J&F {seq.JF:.4f}  ({seq.frames} frames)")
         print(f"per-sequence results: {results_csv}")
+        print(f"resolution {resolution}, {size.text()}")
         print(result.summary_line())
 
     return _run("stmae-eval", body)
+
+
+def _resolution(root: Path, requested: str, size: ResolvedSize) -> str:
+    """The JPEGImages/<res> folder to read: as asked, or for 'auto' '<size>p' when the
+    dataset has it (frames already at the network's size), else 480p."""
+    available = sorted(p.name for p in (root / "JPEGImages").iterdir() if p.is_dir()) if (root / "JPEGImages").is_dir() else []
+    if requested != AUTO:
+        if requested not in available:
+            raise InputError(f"--resolution {requested}: {root / 'JPEGImages' / requested} does not exist "
+                             f"(this dataset has: {', '.join(available) or 'no JPEGImages/<res> folder'})")
+        return requested
+    if not available:
+        raise InputError(f"{root} has no JPEGImages/<res> folder; is --dataset a DAVIS-layout root?")
+    for candidate in (f"{size.size}p", "480p"):
+        if candidate in available:
+            return candidate
+    if len(available) == 1:
+        return available[0]
+    raise InputError(f"--resolution auto: {root / 'JPEGImages'} has neither {size.size}p nor 480p; "
+                     f"choose one of {', '.join(available)} with --resolution")

@@ -100,7 +100,11 @@ def read_split(dataset_root: str | Path, split: str, year: str | None = None) ->
     found = [c for c in candidates if c.is_file()]
     if not found:
         where = sets / (year or "<year>") / f"{split}.txt"
-        raise InputError(f"split {split!r} not found: no {where}")
+        existing = sorted(f"{p.parent.name}/{p.stem}" for p in sets.glob("*/*.txt"))
+        raise InputError(
+            f"split {split!r} not found: no {where}; splits here (year/split): "
+            f"{', '.join(existing) or 'none'} (or pass --sequences a,b,c)"
+        )
     if len(found) > 1:
         years = ", ".join(c.parent.name for c in found)
         raise InputError(f"split {split!r} exists for several years ({years}); choose one with --year")

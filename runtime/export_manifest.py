@@ -34,6 +34,9 @@ GRAPH_FILES = {KEY_ENCODER: "key_encoder.onnx", MASK_AUTOENCODER: "mask_autoenco
 GRAPH_INPUTS = {KEY_ENCODER: ("image",), MASK_AUTOENCODER: ("image", "f16", "f8", "f4", "coarse")}
 GRAPH_OUTPUTS = {KEY_ENCODER: ("f16", "f8", "f4"), MASK_AUTOENCODER: ("prob",)}
 PRECISIONS = ("fp32", "fp16", "int8")
+# What an export's int8 layout was made for: 'cpu' (ONNX Runtime's CPU provider: its QDQ
+# quantizer, a Q/DQ pair per reader, CSE off) or 'tensorrt' (ModelOpt's Q/DQ layout).
+TARGETS = ("cpu", "tensorrt")
 _CHUNK = 1 << 20
 
 
@@ -110,6 +113,11 @@ class ExportManifest:
     onnxruntime_disabled_optimizers: ONNX Runtime graph transformers a session must switch
         off to run these graphs as intended (int8: 'CommonSubexpressionElimination', which
         would merge the per-reader Q/DQ pairs back and stop the QLinearConv fusion).
+    target: what the graphs' layout was made for ('cpu' or 'tensorrt'; '' for exports
+        written before the field existed);
+    processing_size: the shorter side (pixels) the source network runs at (its
+        checkpoint's ``processing_size``, else 480); ``--size auto`` uses it; None for
+        exports written before the field existed.
     """
 
     contract_version: int
@@ -123,6 +131,8 @@ class ExportManifest:
     verification: dict[str, Any] = field(default_factory=dict)
     created_utc: str = ""
     onnxruntime_disabled_optimizers: tuple[str, ...] = ()
+    target: str = ""
+    processing_size: int | None = None
 
     @property
     def verified(self) -> bool:
@@ -146,10 +156,41 @@ class ExportManifest:
             "precision_details": self.precision_details,
             "verification": self.verification,
             "onnxruntime_disabled_optimizers": list(self.onnxruntime_disabled_optimizers),
+            "target": self.target,
+            "processing_size": self.processing_size,
         }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+
+def int8_layout(manifest: ExportManifest) -> str:
+    """What an int8 export's Q/DQ layout was made for: 'cpu', 'tensorrt', or '' (not int8,
+    or unknown). Exports from before the manifest had ``target`` are judged by their tool."""
+    if manifest.precision != "int8":
+        return ""
+    if manifest.target:
+        return manifest.target
+    tools = " ".join(str(d.get("tool", "")) for d in manifest.precision_details.values() if isinstance(d, dict))
+    if "modelopt" in tools:
+        return "tensorrt"
+    if "onnxruntime" in tools:
+        return "cpu"
+    return ""
+
+
+def layout_warning(manifest: ExportManifest, provider: str) -> str | None:
+    """One line when an export's int8 layout does not fit the provider that runs it
+    ('CPUExecutionProvider', 'TensorrtExecutionProvider', or 'tensorrt' for the TensorRT
+    backend), else None."""
+    layout = int8_layout(manifest)
+    if layout == "tensorrt" and provider == "CPUExecutionProvider":
+        return ("this int8 export has the TensorRT Q/DQ layout (stmae-export --target tensorrt); ONNX Runtime's CPU "
+                "provider runs its convolutions in float32, about as slow as fp32: re-export with --target cpu")
+    if layout == "cpu" and provider in ("TensorrtExecutionProvider", "tensorrt"):
+        return ("this int8 export has ONNX Runtime's CPU Q/DQ layout (stmae-export --target cpu); for TensorRT "
+                "re-export with --target tensorrt")
+    return None
 
 
 def sha256_file(path: str | Path) -> str:
@@ -219,6 +260,12 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
                 f"({GRAPH_INPUTS[name]} -> {GRAPH_OUTPUTS[name]})"
             )
         graphs[name] = spec
+    target = data.get("target", "")
+    if target not in ("",) + TARGETS:
+        raise ExportManifestError(f"{source}: unknown target {target!r}; expected one of {list(TARGETS)}")
+    size = data.get("processing_size")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
+        raise ExportManifestError(f"{source}: processing_size must be pixels >= 16 or null, got {size!r}")
     try:
         return ExportManifest(
             contract_version=int(version),
@@ -234,6 +281,8 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
             onnxruntime_disabled_optimizers=_string_tuple(
                 data.get("onnxruntime_disabled_optimizers", []), f"{source}: onnxruntime_disabled_optimizers"
             ),
+            target=target,
+            processing_size=size,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportManifestError(f"{source}: missing or malformed field ({exc})") from None

@@ -60,10 +60,14 @@ class SegmentSummary:
     def fps(self) -> float:
         return self.frames / self.seconds if self.seconds > 0 else float("inf")
 
-    def line(self) -> str:
+    def line(self, size: str = "") -> str:
+        """'82 frames, 1 object, size 240 (...), 3.20 s, 25.60 FPS -> out' (size: how the
+        frames were sized, as the command line resolved it; omitted when empty)."""
         missing = f" ({self.missing_frames} announced frames missing)" if self.missing_frames else ""
+        n = len(self.objects)
+        sized = f"{size}, " if size else ""
         return (
-            f"{self.frames} frames{missing}, {len(self.objects)} objects, {self.seconds:.2f} s, "
+            f"{self.frames} frames{missing}, {n} object{'' if n == 1 else 's'}, {sized}{self.seconds:.2f} s, "
             f"{self.fps:.2f} FPS -> {self.out_dir}"
         )
 

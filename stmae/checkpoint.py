@@ -5,6 +5,11 @@ A checkpoint file is either a plain state dict or a dict holding it under ``netw
 Checkpoints this toolkit writes add ``config`` (the :class:`ModelConfig` as a dict), so a
 file alone is always enough; a checkpoint without ``config`` is the published preset.
 Files are read with ``torch.load(weights_only=True)`` only.
+
+Toolkit checkpoints may also record ``processing_size``: the shorter side, in pixels, of
+the frames the network was trained or evaluated at (e.g. 240 for a model trained on DAVIS
+240p). The runtime's ``--size auto`` uses it; published checkpoints (without it) are run
+at :data:`PUBLISHED_PROCESSING_SIZE`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,9 @@ from .network import STMAE
 FORMAT_NAME = "stmae"
 FORMAT_VERSION = 1
 _WIDEN_KEY = "value_encoder.conv1.weight"
+PROCESSING_SIZE_KEY = "processing_size"
+# The published models were trained and evaluated on 480p frames.
+PUBLISHED_PROCESSING_SIZE = 480
 
 
 class CheckpointError(ValueError):
@@ -39,13 +47,39 @@ class LoadedCheckpoint:
     """model: an STMAE in eval mode on the requested device; config: its architecture;
     has_config: whether the file named its config (False: the published preset was assumed);
     widened: whether a single-object mask encoder was widened to 5 input channels;
-    extra: every other top-level entry of the file (optimizer, step, ...)."""
+    extra: every other top-level entry of the file (optimizer, step, ...);
+    processing_size: the shorter side (pixels) the file says the network was trained or
+    evaluated at, or None when it does not say (published checkpoints)."""
 
     model: STMAE
     config: ModelConfig
     has_config: bool
     widened: bool
     extra: dict[str, Any]
+    processing_size: int | None = None
+
+    @property
+    def recommended_size(self) -> int:
+        """The shorter side to run this network at: its own, else the published 480."""
+        return self.processing_size or PUBLISHED_PROCESSING_SIZE
+
+
+def processing_size_of(obj: Mapping[str, Any], source: str = "checkpoint") -> int | None:
+    """The ``processing_size`` entry of a checkpoint dict (None if absent); raises
+    CheckpointError if it is not a positive integer of at least 16."""
+    value = obj.get(PROCESSING_SIZE_KEY)
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 16:
+        raise CheckpointError(f"{source} has an invalid '{PROCESSING_SIZE_KEY}' {value!r} (expected pixels >= 16)")
+    return int(value)
+
+
+def checkpoint_processing_size(path: str | Path) -> int | None:
+    """Read only what a checkpoint says about its processing size (None: not recorded)."""
+    return processing_size_of(read_checkpoint_file(path), source=str(path))
 
 
 def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -180,7 +214,9 @@ def load_checkpoint(
     model = STMAE(config)
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
-    return LoadedCheckpoint(model, config, has_config, widened, extra)
+    size = processing_size_of(extra, source=str(path))
+    extra.pop(PROCESSING_SIZE_KEY, None)
+    return LoadedCheckpoint(model, config, has_config, widened, extra, size)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -195,10 +231,13 @@ def save_checkpoint(
     path: str | Path,
     model: STMAE,
     extra: Mapping[str, Any] | None = None,
+    processing_size: int | None = None,
 ) -> None:
     """Write ``{'network': state_dict, 'config': ..., 'format': 'stmae', ...extra}``
-    atomically. The 'network' entry is in the published format."""
-    reserved = {"network", "config", "format", "format_version"}
+    atomically. The 'network' entry is in the published format. ``processing_size``: the
+    shorter side (pixels) of the frames the network was trained/evaluated at, recorded so
+    that ``--size auto`` runs it there."""
+    reserved = {"network", "config", "format", "format_version", PROCESSING_SIZE_KEY}
     clash = reserved & set(extra or {})
     if clash:
         raise ValueError(f"extra entries may not use the reserved keys {sorted(clash)}")
@@ -208,5 +247,9 @@ def save_checkpoint(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
     }
+    if processing_size is not None:
+        if isinstance(processing_size, bool) or not isinstance(processing_size, int) or processing_size < 16:
+            raise ValueError(f"processing_size must be an integer >= 16 pixels, got {processing_size!r}")
+        obj[PROCESSING_SIZE_KEY] = int(processing_size)
     obj.update(extra or {})
     atomic_torch_save(obj, path)

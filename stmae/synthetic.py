@@ -13,6 +13,12 @@ import cv2
 import numpy as np
 
 
+STYLES = ("texture", "scene")
+# The 'scene' style's knobs (tuned so that the shipped small model tracks its clips at 240p).
+SCENE_OBJECT_SIZE = (0.6, 0.75)  # object size as a fraction of the shorter side
+SCENE_BACKGROUND_SATURATION = 0.3  # 0: grey, 1: the gradient's full colour
+
+
 @dataclass(frozen=True)
 class ClipSpec:
     """What to generate.
@@ -29,8 +35,11 @@ class ClipSpec:
     objects: int = 2
     seed: int = 0
     occlusion: bool = True
+    style: str = "texture"
 
     def __post_init__(self) -> None:
+        if self.style not in STYLES:
+            raise ValueError(f"style must be one of {', '.join(STYLES)}, got {self.style!r}")
         if self.frames < 1:
             raise ValueError(f"frames must be >= 1, got {self.frames}")
         if self.height < 16 or self.width < 16:
@@ -66,6 +75,35 @@ def _texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
+def _scene_background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """A smooth, softly lit scene: a colour gradient, large soft blobs and faint grain:
+    (h, w, 3) uint8, muted so that the objects stand out."""
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    top, bottom = rng.uniform(60, 170, 3), rng.uniform(40, 140, 3)
+    img = top + (bottom - top) * (yy / max(h - 1, 1))[..., None]
+    blobs = rng.standard_normal((max(h // 48, 2), max(w // 48, 2), 3)).astype(np.float32)
+    img = img + cv2.resize(blobs, (w, h), interpolation=cv2.INTER_CUBIC) * 18
+    grain = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 2.0)
+    img = img + grain[..., None] * 10
+    grey = img.mean(axis=-1, keepdims=True)
+    img = grey + (img - grey) * SCENE_BACKGROUND_SATURATION
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def _object_texture(rng: np.random.Generator, size: int, hue: float) -> np.ndarray:
+    """A saturated colour of the given hue (0..1) with shading and mild texture:
+    (size, size, 3) uint8."""
+    hsv = np.uint8([[[int(hue * 180) % 180, int(rng.uniform(170, 240)), int(rng.uniform(170, 240))]]])
+    colour = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / max(size - 1, 1)
+    angle = rng.random() * 2 * np.pi
+    shade = 0.75 + 0.35 * (np.cos(angle) * xx + np.sin(angle) * yy)
+    spots = rng.standard_normal((max(size // 10, 2), max(size // 10, 2))).astype(np.float32)
+    spots = cv2.resize(spots, (size, size), interpolation=cv2.INTER_CUBIC) * 0.12
+    img = colour * (shade + spots)[..., None]
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
 def _shape_mask(rng: np.random.Generator, size: int) -> np.ndarray:
     """A filled ellipse or random star-convex polygon in a (size, size) uint8 {0,1} canvas."""
     canvas = np.zeros((size, size), np.uint8)
@@ -90,26 +128,29 @@ def generate_clip(spec: ClipSpec | None = None, **kwargs) -> SyntheticClip:
         spec = replace(spec, **kwargs)
     rng = np.random.default_rng(spec.seed)
     T, H, W = spec.frames, spec.height, spec.width
+    scene = spec.style == "scene"
 
     # Background: a larger texture that the camera pans across.
-    pan = np.array([rng.uniform(-1.0, 1.0), rng.uniform(-0.6, 0.6)]) * max(H, W) / 60
+    pan = np.array([rng.uniform(-1.0, 1.0), rng.uniform(-0.6, 0.6)]) * max(H, W) / (150 if scene else 60)
     margin = int(np.ceil(np.abs(pan).max() * T)) + 2
-    background = _texture(rng, H + 2 * margin, W + 2 * margin)
+    make_background = _scene_background if scene else _texture
+    background = make_background(rng, H + 2 * margin, W + 2 * margin)
 
     base_size = min(H, W)
+    hues = (rng.random() + np.arange(spec.objects) / spec.objects) % 1.0 if scene else None
     objects = []
     for i in range(spec.objects):
-        size = int(base_size * rng.uniform(0.3, 0.5))
+        size = int(base_size * (rng.uniform(*SCENE_OBJECT_SIZE) if scene else rng.uniform(0.3, 0.5)))
         start = np.array([rng.uniform(0.2, 0.8) * W, rng.uniform(0.2, 0.8) * H])
         end = np.array([rng.uniform(0.2, 0.8) * W, rng.uniform(0.2, 0.8) * H])
         objects.append(
             dict(
                 shape=_shape_mask(rng, size),
-                texture=_texture(rng, size, size),
+                texture=_object_texture(rng, size, hues[i]) if scene else _texture(rng, size, size),
                 start=start,
                 end=end,
-                scale=(rng.uniform(0.8, 1.0), rng.uniform(0.9, 1.4)),
-                rotation=rng.uniform(-40, 40),
+                scale=(rng.uniform(0.9, 1.0), rng.uniform(0.9, 1.1)) if scene else (rng.uniform(0.8, 1.0), rng.uniform(0.9, 1.4)),
+                rotation=rng.uniform(-20, 20) if scene else rng.uniform(-40, 40),
             )
         )
     if spec.occlusion and spec.objects >= 2 and T >= 3:
@@ -120,6 +161,18 @@ def generate_clip(spec: ClipSpec | None = None, **kwargs) -> SyntheticClip:
         hidden["end"] = 2 * mid - hidden["start"]
         hidden["scale"] = (0.7, 0.8)
         front["scale"] = (1.1, 1.2)
+        if scene:
+            # Scene clips: the hidden object passes partly behind the front one (about half
+            # of it stays in view at the crossing), and both move over a shorter path.
+            for obj in (hidden, front):
+                centre = 0.5 * (obj["start"] + obj["end"])
+                obj["start"] = centre + (obj["start"] - centre) * 0.6
+                obj["end"] = centre + (obj["end"] - centre) * 0.6
+            path = hidden["end"] - hidden["start"]
+            normal = np.array([-path[1], path[0]]) / max(float(np.linalg.norm(path)), 1e-6)
+            offset = normal * 0.35 * hidden["shape"].shape[0]
+            hidden["start"] = hidden["start"] + offset
+            hidden["end"] = hidden["end"] + offset
 
     frames = np.empty((T, H, W, 3), np.uint8)
     masks = np.zeros((T, H, W), np.uint8)

@@ -1,5 +1,6 @@
-"""The package layering: stmae imports none of export/runtime/train; nothing imports train;
-runtime does not import export (it only reads export manifests)."""
+"""The package layering: stmae imports none of export/runtime/train/demo; nothing imports
+train or demo; runtime does not import export (it only reads export manifests); demo sits
+on top (it uses export and runtime)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 FORBIDDEN = {
-    "stmae": {"export", "runtime", "train"},
-    "runtime": {"export", "train"},
-    "export": {"train"},
+    "stmae": {"export", "runtime", "train", "demo"},
+    "runtime": {"export", "train", "demo"},
+    "export": {"train", "demo"},
+    "train": {"demo"},
+    "demo": {"train"},
 }
 
 
@@ -41,3 +44,10 @@ def test_checker_sees_imports(tmp_path):
     probe = tmp_path / "probe.py"
     probe.write_text("import os\nfrom train.loop import x\nif True:\n    import runtime.session\n")
     assert imported_top_levels(probe) == {"os", "train", "runtime"}
+
+
+def test_demo_lives_above_export_and_runtime():
+    """The demo is its own package that uses export and runtime (not a part of export)."""
+    assert not (ROOT / "export" / "demo").exists()
+    used = set().union(*(imported_top_levels(p) for p in (ROOT / "demo").rglob("*.py")))
+    assert {"export", "runtime"} <= used

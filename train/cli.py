@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from stmae.checkpoint import CheckpointError
-
+# Only light imports here: --help must not import torch (the training loop is imported
+# inside main). stmae.checkpoint.CheckpointError is a ValueError.
 from .config import DataConfig, OptimConfig, ScheduleConfig, TrainConfig, ValidationConfig
 from .divergence import TrainingDiverged
 
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingDiverged as exc:
         print(f"stmae-train: error: {exc}", file=sys.stderr)
         return 1
-    except (ValueError, CheckpointError, FileNotFoundError, json.JSONDecodeError, TypeError) as exc:
+    except (ValueError, FileNotFoundError, json.JSONDecodeError, TypeError) as exc:
         print(f"stmae-train: error: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from runtime.config import MAX_SIZE
-from stmae.config import PRESETS
 
 
 def _positive_int(name: str, value: Any) -> None:
@@ -251,6 +250,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "output_dir", str(self.output_dir))
         object.__setattr__(self, "init_checkpoint", str(self.init_checkpoint))
+        from stmae.config import PRESETS  # here, not at the top: stmae's package imports torch
+
         if self.model not in PRESETS:
             raise ValueError(f"unknown model preset {self.model!r}; choose one of {sorted(PRESETS)}")
         _positive_int("batch_size", self.batch_size)
@@ -266,6 +267,20 @@ class TrainConfig:
         if not self.checkpoint_minutes >= 0:
             raise ValueError("checkpoint_minutes must be >= 0 (0: off)")
         _positive_int("log_every", self.log_every)
+
+    @property
+    def processing_size(self) -> int:
+        """The shorter side (pixels) of the frames this run trains at, recorded in its
+        checkpoints for ``--size auto``: the validation size when validation runs at a
+        fixed size, else the DAVIS resolution (crops are cut from frames at that scale,
+        e.g. 192x192 crops of 240p frames -> 240), else the published 480."""
+        if self.validation.enabled and self.validation.size != -1:
+            return self.validation.size
+        if self.data.davis_roots and not self.data.youtube_roots:
+            digits = self.data.davis_resolution.rstrip("p")
+            if digits.isdigit() and int(digits) >= 16:
+                return int(digits)
+        return 480
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

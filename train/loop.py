@@ -197,7 +197,7 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult
         rng = distributed.gather_objects(info, capture_rng())
         if info.is_main:
             save_training_checkpoint(ckpt, net, optimizer, scheduler, scaler, progress, rng,
-                                     cfg.to_dict())
+                                     cfg.to_dict(), processing_size=cfg.processing_size)
             written = ckpt
         kept = (ckpt, progress.step)
 

@@ -69,9 +69,11 @@ def save_training_checkpoint(
     progress: Progress,
     rng_by_rank: list[dict[str, Any]],
     train_config: dict[str, Any],
+    processing_size: int | None = None,
 ) -> None:
-    """Write the full training state atomically (temp file + rename)."""
-    save_checkpoint(path, net, extra={
+    """Write the full training state atomically (temp file + rename). processing_size:
+    the shorter side of the training frames (pixels), for ``--size auto``."""
+    save_checkpoint(path, net, processing_size=processing_size, extra={
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(),
@@ -124,14 +126,17 @@ def export_model_only(
     target: str | Path,
     extra: dict[str, Any] | None = None,
     storage_dtype: torch.dtype = torch.float32,
+    processing_size: int | None = None,
 ) -> None:
     """Write the network of a training checkpoint as a model-only toolkit checkpoint
     (``network`` + ``config`` + ``extra``), e.g. for ``weights/``. ``storage_dtype``
     float16 halves the file; :func:`stmae.load_checkpoint` reads it back into a float32
-    network (the function is then that of the float16-rounded weights)."""
+    network (the function is then that of the float16-rounded weights). processing_size:
+    the shorter side the network runs at (default: the source checkpoint's)."""
     from stmae.checkpoint import load_checkpoint
 
     if storage_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"storage_dtype must be float32, float16 or bfloat16, got {storage_dtype}")
     loaded = load_checkpoint(source, device="cpu")
-    save_checkpoint(target, loaded.model.to(storage_dtype), extra=extra)
+    save_checkpoint(target, loaded.model.to(storage_dtype), extra=extra,
+                    processing_size=processing_size or loaded.processing_size)

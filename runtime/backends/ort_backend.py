@@ -41,6 +41,7 @@ graph: fp16 Casts or int8 Q/DQ nodes inside).
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Sequence
 
@@ -49,6 +50,7 @@ import torch
 
 from ..errors import BackendUnavailable
 from ..export_manifest import (
+    layout_warning,
     GRAPH_INPUTS,
     GRAPH_OUTPUTS,
     KEY_ENCODER,
@@ -224,6 +226,9 @@ class OrtBackend:
         if any(self._on_our_stream.values()):
             self._run_options = ort.RunOptions()
             self._run_options.add_run_config_entry(NO_SYNC, "1")
+        self.layout_warning = layout_warning(manifest, self.providers[MASK_AUTOENCODER][0])
+        if self.layout_warning:
+            print(f"stmae: warning: {self.layout_warning}", file=sys.stderr, flush=True)
         self._check_io()
 
     @staticmethod

@@ -26,12 +26,13 @@ checks the calls against a recording fake of the TensorRT API.
 from __future__ import annotations
 
 import contextlib
+import sys
 from pathlib import Path
 
 import torch
 
 from ..errors import BackendUnavailable
-from ..export_manifest import KEY_ENCODER, MASK_AUTOENCODER, ExportManifest, load_manifest
+from ..export_manifest import KEY_ENCODER, MASK_AUTOENCODER, ExportManifest, layout_warning, load_manifest
 from .async_run import AsyncRuns
 from .base import KeyFeatures
 from .trt_build import TrtBuildOptions, build_engine, cache_dir, engine_identity, load_or_build
@@ -165,6 +166,9 @@ class TrtBackend:
         self.manifest = manifest
         self.device = device
         self.precision = manifest.precision
+        warning = layout_warning(manifest, "tensorrt")
+        if warning:
+            print(f"stmae: warning: {warning}", file=sys.stderr, flush=True)
         self.profile = profile
         self.options = options
         key_graph = manifest.graphs[KEY_ENCODER]

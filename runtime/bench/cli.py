@@ -8,8 +8,6 @@ import shlex
 import sys
 from pathlib import Path
 
-import torch
-
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -25,7 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask", help="the first frame's mask (with --input)")
     p.add_argument("--frames", type=int, default=30, help="clip length (default 30)")
     p.add_argument("--warmup", type=int, default=3, help="leading frames not measured (default 3)")
-    p.add_argument("--sizes", type=int, nargs="+", default=[480], help="shorter sides (default 480)")
+    p.add_argument("--sizes", type=int, nargs="+", default=None,
+                   help="shorter sides (default: the --checkpoint's processing size, else 480)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="measure every configuration this many times, interleaved, and report min/median "
+                        "(default 3 for clips of up to 100 frames, else 1)")
     p.add_argument("--objects", type=int, nargs="+", default=[1], help="object counts, synthetic clip (default 1)")
     p.add_argument("--mem-every", type=int, default=5)
     p.add_argument("--top-k", type=int, default=30)
@@ -74,6 +76,8 @@ def _streams_main(args, argv) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    import torch
+
     from ..config import SessionConfig
     from ..errors import BackendUnavailable, InputError
     from stmae.outputs import OutputError
@@ -87,7 +91,14 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         if torch.device(args.device).type == "cpu":
             torch.set_flush_denormal(True)
+        sizes = args.sizes
+        if sizes is None:
+            from ..sizing import PUBLISHED_SIZE, checkpoint_size
+
+            sizes = [checkpoint_size(args.checkpoint).size if args.checkpoint else PUBLISHED_SIZE]
+        repeats = args.repeats if args.repeats is not None else (3 if args.frames <= 100 else 1)
         if args.streams is not None:
+            args.sizes = sizes
             return _streams_main(args, argv)
         spec = SuiteSpec(
             runs=tuple(RunSpec.parse(r) for r in (args.run or ["torch:fp32"])),
@@ -95,8 +106,8 @@ def main(argv: list[str] | None = None) -> int:
                 frames=args.frames, warmup=args.warmup,
                 session=SessionConfig(mem_every=args.mem_every, top_k=args.top_k, max_memory_frames=args.max_memory_frames),
             ),
-            sizes=tuple(args.sizes), objects=tuple(args.objects), checkpoint=args.checkpoint,
-            input_dir=args.input, mask=args.mask, device=args.device,
+            sizes=tuple(sizes), objects=tuple(args.objects), checkpoint=args.checkpoint,
+            input_dir=args.input, mask=args.mask, device=args.device, repeats=repeats,
         )
         inputs = {"--input": args.input, "--mask": args.mask, "--checkpoint": args.checkpoint}
         inputs.update({f"--run {r.backend}:{r.export_dir}": r.export_dir for r in spec.runs if r.export_dir})
@@ -108,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         text = " ".join(line.strip() for line in str(exc).strip().splitlines()) or type(exc).__name__
         print(f"stmae-bench: error: {text}", file=sys.stderr)
         return 2
+    for warning in report.get("warnings", []):
+        print(f"stmae-bench: warning: {warning}", file=sys.stderr)
     print(markdown_table(report), end="")
     print(f"report: {paths['json']}  {paths['markdown']}  {paths['chart']}")
     return 0

@@ -36,8 +36,10 @@ def check_report_folder(out_dir: Path, inputs: dict[str, str | Path | None]) -> 
 def markdown_table(report: dict) -> str:
     """One row per configuration: frames/s, ratio to the baseline, per-stage p50 ms."""
     runs = report["runs"]
-    head = ["configuration", "objects", "size", "frames/s", "frames/s x objects", "vs baseline", "mIoU vs ref"]
-    head += [f"{s} p50 ms" for s in STAGES] + ["peak MB"]
+    head = ["configuration", "objects", "size", "frames/s (median)", "frames/s min", "spread", "frames/s x objects",
+            "vs baseline", "mIoU vs ref"]
+    head += [f"{s} p50 ms" for s in STAGES] + ["GFLOP/frame (key / readout / mask)", "achieved GFLOP/s (key / readout / mask)",
+                                               "peak MB"]
     long_clip = any(run.get("drift_last100_over_first100") is not None for run in runs)
     if long_clip:
         head += ["last-100 / first-100", "last-100 / 100 after the window is full"]
@@ -48,17 +50,30 @@ def markdown_table(report: dict) -> str:
             run["name"],
             str(run["objects"]),
             f"{run['height']}x{run['width']}",
-            f"{run['fps']:.3f}",
+            f"{run.get('fps_median', run['fps']):.3f}",
+            f"{run.get('fps_min', run['fps']):.3f}",
+            f"{run.get('spread', 0.0):.0%}",
             f"{run['fps'] * run['objects']:.3f}",
             f"{run['speedup_vs_baseline']:.2f}x",
             "-" if run.get("mask_miou_vs_reference") is None else f"{run['mask_miou_vs_reference']:.4f}",
         ]
         row += [f"{stages[s]['p50']:.1f}" if s in stages else "-" for s in STAGES]
+        work, achieved = run.get("gflop_per_frame", {}), run.get("achieved_gflops", {})
+        parts = ("key_encoder", "memory_readout", "mask_autoencoder")
+        row.append(" / ".join(f"{work[p]:.2f}" if p in work else "-" for p in parts))
+        row.append(" / ".join(f"{achieved[p]:.1f}" if p in achieved else "-" for p in parts))
         row.append(f"{run['peak_memory_mb']:.0f}")
         if long_clip:
             for key in ("drift_last100_over_first100", "drift_last100_after_window_full"):
                 row.append("-" if run.get(key) is None else f"{run[key]:.3f}")
         lines.append("| " + " | ".join(row) + " |")
+    repeats = report.get("repeats", 1)
+    lines.append("")
+    lines.append(f"frames/s: median of {repeats} interleaved run(s); vs baseline: ratio of the medians; "
+                 "spread: (max - min) / median of the repeats.")
+    for run in runs:
+        if run.get("spread_warning"):
+            lines.append(f"WARNING {run['name']} ({run['objects']} obj, {run['height']}x{run['width']}): {run['spread_warning']}")
     return "\n".join(lines) + "\n"
 
 

@@ -42,8 +42,11 @@ class SuiteSpec:
     mask: str | None = None
     device: str = "cpu"
     seed: int = 0
+    repeats: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.repeats, int) or self.repeats < 1:
+            raise ValueError(f"repeats must be a positive integer, got {self.repeats!r}")
         if not self.runs:
             raise ValueError("give at least one configuration to compare with the baseline")
         if (self.input_dir is None) != (self.mask is None):
@@ -145,32 +148,67 @@ def run_suite(spec: SuiteSpec, command: str, progress=print) -> dict:
                 session_cfg = replace(spec.clip.session, size=size)
                 clip = replace(spec.clip, session=session_cfg)
                 geo = FrameGeometry.for_frame(*first_mask.shape, size)
-                progress(f"[{size}p, {n_obj} object(s)] baseline ...")
-                base = measure_clip(
-                    lambda timer: EagerBaseline(model, device, size, session_cfg.mem_every, session_cfg.top_k, timer),
-                    frames, first_mask, clip, device, workdir / "out_baseline",
-                )
                 baseline_settings = {"device": str(device), "precision": "fp32", "torch_threads": torch.get_num_threads()}
-                rows = [("baseline (eager fp32, concat memory)", "torch", "fp32", base, baseline_settings)]
+                makers = [("baseline (eager fp32, concat memory)", "torch", "fp32", baseline_settings,
+                           lambda timer: EagerBaseline(model, device, size, session_cfg.mem_every, session_cfg.top_k, timer))]
                 for run, backend in backends:
-                    name = _run_name(run, backend)
-                    progress(f"[{size}p, {n_obj} object(s)] {name} ...")
-                    m = measure_clip(
-                        lambda timer, b=backend: _SessionAdapter(b, session_cfg, timer),
-                        frames, first_mask, clip, device, workdir / f"out_{len(rows)}",
-                    )
-                    rows.append((name, run.backend, getattr(backend, "precision", run.precision), m,
-                                 backend_settings(backend)))
+                    makers.append((_run_name(run, backend), run.backend, getattr(backend, "precision", run.precision),
+                                   backend_settings(backend),
+                                   lambda timer, b=backend: _SessionAdapter(b, session_cfg, timer)))
+                # Repeats are interleaved (baseline, configs, baseline, configs, ...) so that
+                # a slow spell of a busy machine spreads over all of them.
+                measured: list[list[ClipMeasurement]] = [[] for _ in makers]
+                for repeat in range(spec.repeats):
+                    for k, (name, _b, _p, _s, make) in enumerate(makers):
+                        progress(f"[{size}p, {n_obj} object(s)] {name} (run {repeat + 1}/{spec.repeats}) ...")
+                        measured[k].append(measure_clip(make, frames, first_mask, clip, device, workdir / f"out_{k}"))
+                base_runs = measured[0]
+                base = _median_run(base_runs)
                 gflops = stage_gflops(model, *geo.padded_size, n_obj, memory_frames=1, top_k=session_cfg.top_k)
                 # The runtime's working window is full from this frame on (frame 0 annotated).
                 window_full = session_cfg.mem_every * session_cfg.max_memory_frames + 1
-                for name, backend_name, precision, m, used in rows:
+                for (name, backend_name, precision, used, _make), runs in zip(makers, measured):
+                    m = _median_run(runs)
                     row = _row(name, backend_name, precision, m, base, gflops, geo, n_obj, len(frames))
+                    row.update(_repeat_stats(runs, base_runs, is_baseline=runs is base_runs))
                     row["backend_settings"] = used
                     row["drift_last100_after_window_full"] = drift_ratio(m.per_frame_ms, start=window_full)
                     row["window_full_from_frame"] = window_full
                     report["runs"].append(row)
+    report["repeats"] = spec.repeats
+    report["warnings"] = [row["spread_warning"] for row in report["runs"] if row.get("spread_warning")]
     return report
+
+
+def _median_run(runs: list[ClipMeasurement]) -> ClipMeasurement:
+    """The repeat with the median frames/s (its stages and masks are reported)."""
+    return sorted(runs, key=lambda m: m.fps)[(len(runs) - 1) // 2]
+
+
+def _repeat_stats(runs: list[ClipMeasurement], base_runs: list[ClipMeasurement], is_baseline: bool) -> dict:
+    """frames/s of every repeat, min and median; the spread (max - min) / median of this
+    configuration and of the baseline; a warning when the larger spread exceeds the
+    difference from the baseline that the report shows (|median ratio - 1|)."""
+    fps = [m.fps for m in runs]
+    base_fps = [m.fps for m in base_runs]
+    median, base_median = float(np.median(fps)), float(np.median(base_fps))
+
+    def spread(values: list[float]) -> float:
+        return (max(values) - min(values)) / float(np.median(values)) if len(values) > 1 else 0.0
+
+    out = {"fps_runs": [round(f, 4) for f in fps], "fps_min": min(fps), "fps_median": median,
+           "speedup_vs_baseline": median / base_median, "spread": spread(fps), "baseline_spread": spread(base_fps)}
+    difference = abs(out["speedup_vs_baseline"] - 1.0)
+    noise = max(out["spread"], out["baseline_spread"])
+    if not is_baseline and len(fps) > 1 and noise > difference:
+        out["spread_warning"] = (
+            f"the spread between repeated runs ({noise:.0%}) exceeds the {difference:.0%} difference from the "
+            f"baseline that is reported ({out['speedup_vs_baseline']:.2f}x): lengthen --frames, add --repeats, "
+            f"or run on a quieter machine"
+        )
+    elif not is_baseline and len(fps) == 1:
+        out["spread_warning"] = "one run only (--repeats 1): no spread measured, the ratio may be noise"
+    return out
 
 
 def _row(name, backend, precision, m: ClipMeasurement, base: ClipMeasurement, gflops, geo, objects, frames) -> dict:

@@ -9,7 +9,7 @@ import os
 import numpy as np
 
 from export.cli import main as export_main
-from export.demo.cli import main as demo_main
+from demo.cli import main as demo_main
 from export.exporter import _replace_into_place
 from runtime.bench.cli import main as bench_main
 from runtime.cli import eval_main, segment_main

@@ -9,7 +9,7 @@ import torch
 
 import stmae.checkpoint as checkpoint_module
 from export.cli import main as export_main
-from export.demo.cli import main as demo_main
+from demo.cli import main as demo_main
 from runtime.bench.cli import main as bench_main
 from runtime.cli import segment_main
 from runtime.config import MAX_SIZE

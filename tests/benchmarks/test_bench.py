@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -47,11 +48,15 @@ def test_bench_report_has_every_field_and_same_inputs(seeded_small_checkpoint, t
     out = tmp_path / "report"
     code = bench_main([
         "--checkpoint", str(seeded_small_checkpoint), "--sizes", "48", "--objects", "2", "--frames", "6",
-        "--warmup", "2", "--run", "torch:fp32", "--out", str(out),
+        "--warmup", "2", "--run", "torch:fp32", "--repeats", "2", "--out", str(out),
     ])
     assert code == 0
     report = json.loads((out / "report.json").read_text())
-    assert (out / "report.md").read_text().count("| torch fp32 |") == 1
+    md = (out / "report.md").read_text()
+    assert md.count("| torch fp32 |") == 1
+    # GFLOP per stage and achieved GFLOP/s are in the markdown table, as the README says.
+    assert "GFLOP/frame (key / readout / mask)" in md and "achieved GFLOP/s" in md
+    assert "median of 2 interleaved run(s)" in md
     assert (out / "report.png").stat().st_size > 1000
     assert set(report) >= {"command", "environment", "runs", "peak_gflops", "checkpoint"}
     assert report["environment"]["logical_cores"] >= 1 and report["environment"]["versions"]["torch"]
@@ -65,11 +70,30 @@ def test_bench_report_has_every_field_and_same_inputs(seeded_small_checkpoint, t
         assert run["objects"] == 2 and run["gflop_per_frame"]["mask_autoencoder"] > 0
     assert base["speedup_vs_baseline"] == 1.0
     assert ours["speedup_vs_baseline"] == pytest.approx(ours["fps"] / base["fps"])
-    # Same inputs: both sides decoded the identical frame sequence, same padded size.
-    assert len(reads) == 12 and reads[:6] == reads[6:]
+    # Repeats: two interleaved runs each, median and min reported.
+    for run in (base, ours):
+        assert len(run["fps_runs"]) == 2 and run["fps_min"] == min(run["fps_runs"])
+        assert run["fps"] in run["fps_runs"]
+    # Same inputs: every run decoded the identical frame sequence, same padded size.
+    assert len(reads) == 24 and reads[:6] == reads[6:12] == reads[12:18] == reads[18:]
     assert (base["height"], base["width"]) == (ours["height"], ours["width"])
     # The torch session computes the published schedule exactly as the baseline.
     assert ours["mask_miou_vs_reference"] == pytest.approx(1.0)
+
+
+def test_a_spread_larger_than_the_reported_difference_warns():
+    from runtime.bench.suite import _repeat_stats
+
+    def runs(*fps):
+        return [SimpleNamespace(fps=f) for f in fps]
+
+    noisy = _repeat_stats(runs(1.0, 1.5, 1.2), runs(1.0, 1.1, 1.05), is_baseline=False)
+    assert noisy["speedup_vs_baseline"] == pytest.approx(1.2 / 1.05)
+    assert noisy["fps_min"] == 1.0 and noisy["fps_median"] == 1.2
+    assert "exceeds" in noisy["spread_warning"]  # spread 42 % > 14 % difference
+    clear = _repeat_stats(runs(3.0, 3.1, 3.05), runs(1.0, 1.02, 1.01), is_baseline=False)
+    assert "spread_warning" not in clear and clear["speedup_vs_baseline"] == pytest.approx(3.05 / 1.01)
+    assert "one run only" in _repeat_stats(runs(2.0), runs(1.0), is_baseline=False)["spread_warning"]
 
 
 def test_mean_iou_and_drift():

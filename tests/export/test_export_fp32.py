@@ -18,7 +18,6 @@ from runtime.export_manifest import CONTRACT_VERSION, load_manifest, sha256_file
 
 from .conftest import WORK_SIZE
 
-OTHER_SEQ = "car-turn"
 
 
 def test_graphs_have_named_dynamic_axes_and_pass_the_checker(fp32_export):
@@ -80,15 +79,15 @@ def test_ort_backend_matches_torch_at_new_sizes_batches_and_objects(fp32_export,
         assert float((prob - want).norm() / want.norm()) < 1e-4
 
 
-def test_fp32_onnxruntime_masks_equal_torch_masks_on_a_real_clip(fp32_export, reference_model, davis):
-    # Another sequence than the one the export gate used.
-    clip = folder_clip(davis / "JPEGImages" / "240p" / OTHER_SEQ, davis / "Annotations" / "240p" / OTHER_SEQ, max_frames=6)
+def test_fp32_onnxruntime_masks_equal_torch_masks_on_a_real_clip(fp32_export, reference_model, clip_dirs):
+    # Another sequence than the one the export gate used (DAVIS, else a synthetic clip).
+    clip = folder_clip(clip_dirs.other_frames, clip_dirs.other_masks, max_frames=6)
     config = SessionConfig(size=WORK_SIZE)
     masks_torch = run_pipeline(TorchBackend(reference_model, "cpu", "fp32"), clip, config)
     masks_ort = run_pipeline(OrtBackend.from_export_dir(fp32_export.out_dir), clip, config)
     assert clip.masks is not None and clip.first_mask().any()
-    mean_iou, agreement = compare_labels(masks_torch, masks_ort, [1])
-    print(f"fp32 onnxruntime vs torch over {len(clip.frames)} DAVIS frames: pixel agreement "
+    mean_iou, agreement = compare_labels(masks_torch, masks_ort, [int(v) for v in np.unique(clip.first_mask()) if v])
+    print(f"fp32 onnxruntime vs torch over {len(clip.frames)} frames of {clip_dirs.source}: pixel agreement "
           f"{agreement:.5f}, mean IoU {mean_iou:.5f}")
     assert agreement >= 0.995
 

@@ -57,8 +57,9 @@ def test_segment_console_script_on_davis(davis, published_checkpoint, tmp_path):
                       "--overlay", tmp_path / "overlay.mp4")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert re.fullmatch(r"6 frames, 1 objects, [\d.]+ s, [\d.]+ FPS -> .*masks", lines[-1]), lines
-    assert "frame/s" in proc.stderr or "s/frame" in proc.stderr  # the progress bar
+    assert re.fullmatch(r"6 frames, 1 object, size 64 \(--size\), [\d.]+ s, [\d.]+ FPS -> .*masks", lines[-1]), lines
+    # stderr is not a terminal here: progress comes as plain lines, no carriage returns.
+    assert "6/6 frame (" in proc.stderr and "frame/s" in proc.stderr and "\r" not in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [".stmae-output.json"] + [f"{i:05d}.png" for i in range(6)]
     labels, palette = read_mask(out / "00003.png")
     _, given_palette = read_mask(mask)
@@ -237,3 +238,8 @@ def test_eval_bad_inputs(tmp_path, small_checkpoint, capsys):
     assert code == 2 and "exactly one of --split" in err
     code, err = run_main(eval_main, capsys, "--dataset", tmp_path / "d", "--split", "val", *base)
     assert code == 2 and "split 'val' not found" in err
+    # The splits that do exist are listed.
+    (tmp_path / "d" / "ImageSets" / "2016").mkdir(parents=True)
+    (tmp_path / "d" / "ImageSets" / "2016" / "train.txt").write_text("bear\n")
+    code, err = run_main(eval_main, capsys, "--dataset", tmp_path / "d", "--split", "val", *base)
+    assert code == 2 and "splits here (year/split): 2016/train" in err

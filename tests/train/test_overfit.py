@@ -26,3 +26,7 @@ def test_loss_falls_on_a_tiny_clip_set(tmp_path):
     assert len(losses) == steps // 5
     assert losses[-1] < 0.5 * losses[0], losses
     assert result.last_loss == losses[-1]
+    # The checkpoint records the resolution it trained at (240p frames) for --size auto.
+    from stmae import load_checkpoint
+
+    assert load_checkpoint(result.checkpoint).processing_size == 240

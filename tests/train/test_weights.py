@@ -31,3 +31,7 @@ def test_trained_small_checkpoint_matches_its_card():
     assert set(held_out) <= set(card["train_config_stage2"]["data"]["exclude_sequences"])
     assert set(held_out) <= set(card["train_config_stage1"]["data"]["exclude_sequences"])
     assert sorted(card["held_out_scores"]["per_sequence"]) == sorted(held_out)
+    # Trained on 240p frames and scored at 240p: --size auto runs it there.
+    assert loaded.processing_size == 240 == card["processing_size"]
+    raw = torch.load(path, weights_only=True)
+    assert {v.dtype for v in raw["network"].values() if v.is_floating_point()} == {torch.float16}

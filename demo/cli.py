@@ -1,4 +1,4 @@
-"""`stmae-demo`: the whole toolkit in one command (see export.demo.pipeline)."""
+"""`stmae-demo`: the whole toolkit in one command (see demo.pipeline)."""
 
 from __future__ import annotations
 
@@ -20,23 +20,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="export precision (onnxruntime)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--frames", type=int, default=72, help="synthetic clip length (default 72: 3 s at 24 fps)")
-    p.add_argument("--size", type=int, default=240, help="shorter side processed (and of the synthetic clip)")
-    p.add_argument("--objects", type=int, default=3, help="objects in the synthetic clip (default 3)")
-    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--frames", type=int, default=32, help="synthetic clip length (default 32: 1.3 s at 24 fps)")
+    p.add_argument("--size", type=int, default=None,
+                   help="shorter side processed, and of the synthetic clip (default: the checkpoint's processing size, "
+                   "240 for the shipped model; else 480)")
+    p.add_argument("--objects", type=int, default=2, help="objects in the synthetic clip (default 2)")
+    p.add_argument("--seed", type=int, default=3, help="synthetic clip seed (default 3)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
-    from tqdm import tqdm
+
+    from runtime.progress import progress_bar
 
     from runtime.errors import BackendUnavailable, InputError
     from runtime.export_manifest import ExportManifestError
     from stmae import CheckpointError
 
-    from ..exporter import ExportError
+    from export.exporter import ExportError
     from .pipeline import DemoConfig, run_demo, summary_lines
 
     try:
@@ -52,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
 
         def progress(done: int, total: int) -> None:
             if not bars:
-                bars.append(tqdm(total=total, unit="frame", desc="segment", file=sys.stderr))
+                bars.append(progress_bar(total=total, unit="frame", desc="segment"))
             bars[0].update(done - bars[0].n)
 
         try:

@@ -1,5 +1,10 @@
 """The demo pipeline: checkpoint -> cached ONNX export -> ONNX Runtime session over a clip
--> masks, overlay video, contact sheet, report (J&F against the clip's exact masks)."""
+-> masks, overlay video, contact sheet, report (J&F against the clip's exact masks).
+
+The synthetic clip is made at the network's own resolution (the checkpoint's
+``processing_size``; 240 for the shipped model) in the 'scene' style. Every file the demo
+writes is listed in its ``report.json``; a new run first removes the files the previous
+run's report lists (and nothing else), so old and new outputs never mix."""
 
 from __future__ import annotations
 
@@ -18,20 +23,21 @@ from runtime.export_manifest import ExportManifestError, load_manifest, sha256_f
 from runtime.frames import open_frames
 from runtime.mask_io import read_mask, write_mask
 from runtime.metrics import evaluate_objects
-from runtime.overlay import OverlayWriter
 from runtime.session import VideoSession
+from runtime.sizing import AUTO, resolve_size
 from stmae import generate_clip
 from stmae.atomic import atomic_write_text, remove_stale_temps
 from stmae.outputs import OutputError, prepare_output_folder, refuse_alias, write_record, written_by
 
-from ..config import ExportConfig
-from ..exporter import run_export
+from export.config import ExportConfig
+from export.exporter import run_export
 from .contact_sheet import contact_sheet
+from .video import BrowserVideoWriter
 
 TOOL = "stmae-demo"
 MAX_SYNTHETIC_FRAMES = 3000  # the demo keeps the clip in memory (240p: about 0.3 MB a frame)
 # The trained small checkpoint shipped in the repository's weights/ folder.
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "weights"
+WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
 DEFAULT_WEIGHTS = "stmae_small_davis240.pth"
 
 
@@ -50,17 +56,18 @@ class DemoConfig:
     """out_dir: where everything goes; checkpoint: None = the shipped trained weights;
     input/mask: real frames (folder or video) and the first mask, or None for the synthetic
     clip (``frames`` frames, shorter side ``size``, 16:9, ``objects`` objects crossing, one
-    occluded for a while); backend: 'onnxruntime' (exports, cached) or 'torch';
+    occluded for a while); size: shorter side processed and of the synthetic clip (None:
+    the checkpoint's processing size, else 480); backend: 'onnxruntime' (exports, cached) or 'torch';
     precision: the export's precision; device: 'cpu' or 'cuda'."""
 
     out_dir: Path
     checkpoint: Path | None = None
     input: Path | None = None
     mask: Path | None = None
-    frames: int = 72
-    size: int = 240
-    objects: int = 3
-    seed: int = 7
+    frames: int = 32
+    size: int | None = None
+    objects: int = 2
+    seed: int = 3
     backend: str = "onnxruntime"
     precision: str = "fp32"
     device: str = "cpu"
@@ -71,7 +78,7 @@ class DemoConfig:
             raise ValueError("--input and --mask go together: real frames need their first mask")
         if self.frames < 3:
             raise ValueError(f"frames must be >= 3, got {self.frames}")
-        if not 32 <= self.size <= MAX_SIZE:
+        if self.size is not None and not 32 <= self.size <= MAX_SIZE:
             raise ValueError(f"--size must be in 32..{MAX_SIZE}, got {self.size}")
         if self.input is None and self.frames > MAX_SYNTHETIC_FRAMES:
             raise ValueError(f"--frames must be at most {MAX_SYNTHETIC_FRAMES} for the synthetic clip, got {self.frames}")
@@ -104,19 +111,22 @@ def cached_export(checkpoint: Path, export_dir: Path, precision: str, log: Calla
         try:
             manifest = load_manifest(export_dir)
             if manifest.source_checkpoint.get("sha256") == sha and manifest.precision == precision:
+                log(f"reusing the {precision} export of {checkpoint.name} in {export_dir} (same checkpoint sha256)")
                 return True, time.perf_counter() - start
             log("cached export is of another checkpoint or precision: exporting again")
         except ExportManifestError as exc:
             log(f"cached export is not usable ({exc}): exporting again")
+    log(f"exporting {checkpoint.name} to ONNX ({precision}) in {export_dir} ...")
     run_export(ExportConfig(checkpoint=checkpoint, out_dir=export_dir, precision=precision, overwrite=True), log=log)
     return False, time.perf_counter() - start
 
 
-def _load_clip(config: DemoConfig) -> tuple[list[np.ndarray], list[np.ndarray] | None, np.ndarray, list[str], float]:
+def _load_clip(config: DemoConfig, size: int) -> tuple[list[np.ndarray], list[np.ndarray] | None, np.ndarray, list[str], float]:
     """-> (frames RGB, ground-truth masks or None, first mask, frame names, fps)."""
     if config.input is None:
-        width = int(round(config.size * 16 / 9))
-        clip = generate_clip(frames=config.frames, height=config.size, width=width, objects=config.objects, seed=config.seed)
+        width = int(round(size * 16 / 9))
+        clip = generate_clip(frames=config.frames, height=size, width=width, objects=config.objects,
+                             seed=config.seed, style="scene")
         names = [f"{i:05d}" for i in range(config.frames)]
         return list(clip.frames), list(clip.masks), clip.masks[0], names, 24.0
     source = open_frames(config.input)
@@ -129,18 +139,60 @@ def _load_clip(config: DemoConfig) -> tuple[list[np.ndarray], list[np.ndarray] |
     return frames, None, first, names, float(fps)
 
 
+REPORT_KIND = "stmae-demo report"
+
+
+def clear_previous_outputs(out: Path) -> list[str]:
+    """Remove the files the previous demo run in ``out`` wrote, as its report.json lists
+    them (``written``: paths relative to ``out``), and nothing else. Returns what was
+    removed. Raises ValueError when ``out/masks`` holds files no demo report accounts for
+    (they are not the demo's to delete, and would mix with the new masks)."""
+    record = out / "report.json"
+    listed: list[str] = []
+    if record.is_file():
+        try:
+            data = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            data = {}
+        if isinstance(data, dict) and data.get("kind") == REPORT_KIND:
+            listed = [str(p) for p in data.get("written", []) if isinstance(p, str)]
+    root = out.resolve()
+    removed = []
+    for rel in listed:
+        path = (out / rel).resolve()
+        if root in path.parents and path.is_file():
+            path.unlink()
+            removed.append(rel)
+    masks = out / "masks"
+    if masks.is_dir():
+        foreign = sorted(p.name for p in masks.iterdir())
+        if foreign:
+            raise ValueError(
+                f"{masks} holds files no earlier demo run recorded (e.g. {foreign[0]}); they would mix with the "
+                f"new masks: choose another --out or remove them"
+            )
+    return removed
+
+
 def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: Callable[[int, int], None] | None = None) -> dict:
     """Run the demo; returns the report dict (also written as report.json / report.md)."""
     wall = time.perf_counter()
     out = config.out_dir
     checkpoint = Path(config.checkpoint) if config.checkpoint else default_checkpoint()
     check_demo_folder(out, {"--input": config.input, "--mask": config.mask, "--checkpoint": checkpoint})
-    frames, truth, first_mask, names, fps = _load_clip(config)
+    sized = resolve_size(config.size if config.size is not None else AUTO, checkpoint=checkpoint)
+    removed = clear_previous_outputs(out)
+    if removed:
+        log(f"removed {len(removed)} files of the previous demo run in {out}")
+    frames, truth, first_mask, names, fps = _load_clip(config, sized.size)
+    # Record what this run will write before writing it, so that an interrupted run is
+    # cleared by the next one too.
+    planned = [f"masks/{n}.png" for n in names] + ["overlay.webm", "contact_sheet.png", "report.md", "report.json"]
+    atomic_write_text(out / "report.json", json.dumps({"kind": REPORT_KIND, "status": "running", "written": planned}) + "\n")
 
     export_seconds, reused = 0.0, None
     if config.backend == "onnxruntime":
         export_dir = out / f"export_{config.precision}"
-        log(f"exporting {checkpoint.name} to ONNX ({config.precision}) ...")
         reused, export_seconds = cached_export(checkpoint, export_dir, config.precision, log)
         backend = create_backend("onnxruntime", export_dir=export_dir, device=config.device)
     else:
@@ -148,23 +200,26 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
 
     masks_dir = out / "masks"
     masks_dir.mkdir(exist_ok=True)
+    written: list[str] = []
     timer = StageTimer(backend.device)
-    session = VideoSession(backend, SessionConfig(**{**asdict(config.session), "size": config.size}), timer=timer)
+    session = VideoSession(backend, SessionConfig(**{**asdict(config.session), "size": sized.size}), timer=timer)
     predictions, frame_seconds = [], []
     h, w = frames[0].shape[:2]
-    with OverlayWriter(out / "overlay.mp4", fps, (h, w)) as overlay:
+    overlay_path = out / "overlay.webm"
+    with BrowserVideoWriter(overlay_path, fps, (h, w)) as overlay:
         for i, (frame, name) in enumerate(zip(frames, names)):
             timer.begin_frame()
             start = time.perf_counter()
             labels = session.step(frame, first_mask if i == 0 else None).labels
             with timer.stage("encode"):
                 write_mask(masks_dir / f"{name}.png", labels)
+            written.append(f"masks/{name}.png")
             frame_seconds.append(time.perf_counter() - start)
             overlay.add(frame, labels)
             predictions.append(labels)
             if progress:
                 progress(i + 1, len(frames))
-    shown = contact_sheet(frames, predictions, out / "contact_sheet.png")
+    written.append(overlay_path.name)
 
     scores = None
     if truth is not None:
@@ -175,18 +230,24 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
             "F": float(np.mean([o.F for o in objs])),
             "per_object": {str(o.label): {"J": o.J, "F": o.F} for o in objs},
         }
+    note = "" if scores is None else f"J&F {scores['J&F']:.3f} over {len(frames)} frames"
+    shown = contact_sheet(frames, predictions, out / "contact_sheet.png", truth=truth, note=note)
+    written += ["contact_sheet.png", "report.md", "report.json"]
     measured = frame_seconds[1:]  # frame 0 only encodes its key
     stages = timer.per_frame_summary(skip=1)
     report = {
+        "kind": REPORT_KIND,
         "checkpoint": str(checkpoint),
         "checkpoint_sha256": sha256_file(checkpoint),
         "backend": backend.name,
         "precision": getattr(backend, "precision", config.precision),
         "device": str(backend.device),
-        "input": str(config.input) if config.input else f"synthetic clip (seed {config.seed}, {config.objects} objects)",
+        "input": str(config.input) if config.input else
+        f"synthetic scene clip (seed {config.seed}, {config.objects} objects, one passing behind another)",
         "frames": len(frames),
         "frame_size": [h, w],
-        "processed_shorter_side": config.size,
+        "processed_shorter_side": sized.size,
+        "processed_size_source": sized.source,
         "objects": len(session.object_labels),
         "export": None if reused is None else {"reused_cache": reused, "seconds": round(export_seconds, 2)},
         "fps_end_to_end": len(measured) / sum(measured),
@@ -196,11 +257,12 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
         "contact_sheet_frames": shown,
         "files": {
             "masks": str(masks_dir),
-            "overlay": str(out / "overlay.mp4"),
+            "overlay": str(overlay_path),
             "contact_sheet": str(out / "contact_sheet.png"),
             "report_md": str(out / "report.md"),
             "report_json": str(out / "report.json"),
         },
+        "written": written,
         "wall_seconds": round(time.perf_counter() - wall, 2),
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
@@ -213,8 +275,10 @@ def summary_lines(report: dict) -> list[str]:
     score = "J&F n/a (no ground truth for this input)" if s is None else f"J&F {s['J&F']:.4f}  J {s['J']:.4f}  F {s['F']:.4f}"
     export = report["export"]
     exp = "" if export is None else (" (export reused from cache)" if export["reused_cache"] else f" (exported in {export['seconds']:.1f} s)")
+    n = report["objects"]
     return [
-        f"{report['frames']} frames, {report['objects']} objects, {report['frame_size'][1]}x{report['frame_size'][0]}: {score}",
+        f"{report['frames']} frames, {n} object{'' if n == 1 else 's'}, {report['frame_size'][1]}x{report['frame_size'][0]} "
+        f"processed at {report['processed_shorter_side']} ({report['processed_size_source']}): {score}",
         f"{report['backend']} {report['precision']} on {report['device']}{exp}: {report['fps_end_to_end']:.1f} frames/s end to end",
         f"wall time {report['wall_seconds']:.1f} s; contact sheet: {report['files']['contact_sheet']}",
     ]
