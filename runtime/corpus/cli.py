@@ -9,7 +9,6 @@ from pathlib import Path
 
 from ..config import SessionConfig
 from ..errors import BackendUnavailable, InputError
-from .dispatch import RunnerError
 
 
 def add_corpus_options(parser: argparse.ArgumentParser, videos: bool = True) -> None:
@@ -63,6 +62,8 @@ def _run(args, jobs, setup):
             bar.update(1)
             if result["status"] != "done":
                 bar.write(f"failed: {result['name']}: {result['error']}", file=sys.stderr)
+
+        from .dispatch import RunnerError  # here: it imports the frame readers (torch); --help stays light
 
         try:
             return run_corpus(
