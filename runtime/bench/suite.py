@@ -191,10 +191,11 @@ def _repeat_stats(runs: list[ClipMeasurement], base_runs: list[ClipMeasurement],
     difference from the baseline that the report shows (|median ratio - 1|)."""
     fps = [m.fps for m in runs]
     base_fps = [m.fps for m in base_runs]
-    median, base_median = float(np.median(fps)), float(np.median(base_fps))
+    # The median run (the lower one of an even count), the one whose stages are reported.
+    median, base_median = sorted(fps)[(len(fps) - 1) // 2], sorted(base_fps)[(len(base_fps) - 1) // 2]
 
     def spread(values: list[float]) -> float:
-        return (max(values) - min(values)) / float(np.median(values)) if len(values) > 1 else 0.0
+        return (max(values) - min(values)) / sorted(values)[(len(values) - 1) // 2] if len(values) > 1 else 0.0
 
     out = {"fps_runs": [round(f, 4) for f in fps], "fps_min": min(fps), "fps_median": median,
            "speedup_vs_baseline": median / base_median, "spread": spread(fps), "baseline_spread": spread(base_fps)}
