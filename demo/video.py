@@ -3,13 +3,12 @@
 Checked on this machine (PyAV 18.1 wheels with their own FFmpeg): libx264 encodes only
 even frame sizes in yuv420p (427x240 fails), OpenCV's FFmpeg has no H.264 encoder (only
 MPEG-4 Part 2, which browsers do not play); libvpx-vp9 writes any size, so the video is
-exactly the clip's size. Written to a temp file in the target folder (stmae.atomic's temp name) and renamed
-into place when complete; on an error the temp file is removed.
+exactly the clip's size. Written through stmae.atomic.AtomicPath: a temp file in the target
+folder, renamed into place when complete; on an error the temp file is removed.
 """
 
 from __future__ import annotations
 
-import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from runtime.errors import BackendUnavailable
 from runtime.overlay import blend
-from stmae.atomic import temp_path_for
+from stmae.atomic import AtomicPath
 
 CODEC = "libvpx-vp9"
 SUFFIX = ".webm"
@@ -36,8 +35,12 @@ class BrowserVideoWriter:
         if self.path.suffix != SUFFIX:
             raise ValueError(f"overlay {self.path} must end in {SUFFIX} (VP9 in WebM)")
         self.size, self.palette, self.frames = size, palette, 0
-        self._tmp = str(temp_path_for(self.path))
-        self._container = av.open(self._tmp, mode="w", format="webm")
+        self._target = AtomicPath(self.path)
+        try:
+            self._container = av.open(str(self._target.tmp), mode="w", format="webm")
+        except BaseException:
+            self._target.abort()
+            raise
         self._stream = self._container.add_stream(CODEC, rate=Fraction(fps).limit_denominator(1001))
         self._stream.height, self._stream.width = size
         self._stream.pix_fmt = "yuv420p"
@@ -57,13 +60,13 @@ class BrowserVideoWriter:
         for packet in self._stream.encode():
             self._container.mux(packet)
         self._container.close()
-        os.replace(self._tmp, self.path)
+        self._target.commit()
 
     def abort(self) -> None:
         try:
             self._container.close()
         finally:
-            Path(self._tmp).unlink(missing_ok=True)
+            self._target.abort()
 
     def __enter__(self) -> "BrowserVideoWriter":
         return self

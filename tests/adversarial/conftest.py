@@ -20,21 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from runtime.mask_io import write_mask
 from stmae import generate_clip
 
 
-@pytest.fixture(autouse=True)
-def _cpu_settings():
-    threads = torch.get_num_threads()
-    torch.set_flush_denormal(True)
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_flush_denormal(False)
+from tests.runtime.conftest import _cpu_settings  # noqa: E402,F401  (the same autouse fixture)
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
