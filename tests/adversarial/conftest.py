@@ -24,9 +24,7 @@ from PIL import Image
 
 from runtime.mask_io import write_mask
 from stmae import generate_clip
-
-
-from tests.runtime.conftest import _cpu_settings  # noqa: E402,F401  (the same autouse fixture)
+from tests.runtime.conftest import _cpu_settings  # noqa: F401  (the same autouse fixture)
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
