@@ -177,6 +177,8 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
             if not args.out:
                 raise InputError("--out is required: the folder that gets one subfolder of masks per video")
             return segment_corpus(args, _backend_spec(args), _session_config(args, _resolved_size(args).size))
+        if args.streams != 1:
+            raise InputError("--streams steps several videos together: give them with --videos DIR")
         if wants_live(args):
             return segment_live(args, lambda: _backend(args), _session_config(args, _resolved_size(args).size))
         if not args.input or not args.out:

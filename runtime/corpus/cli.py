@@ -18,6 +18,9 @@ def add_corpus_options(parser: argparse.ArgumentParser, videos: bool = True) -> 
                            "MASKS/<name>.png or MASKS/<name>/), or a DAVIS / YouTube-VOS root")
         group.add_argument("--resolution", help="DAVIS layout: resolution folder (default 480p, else the only one)")
         group.add_argument("--max-frames", type=int, help="only the first N frames of each video (quick runs), or of a live source")
+        group.add_argument("--streams", type=int, default=1,
+                           help="videos each worker steps together with the batched engine (default 1; "
+                           "same masks as one at a time)")
     group.add_argument("--workers", type=int, default=0,
                        help="N local worker processes (default: the videos one after the other in this process)")
     group.add_argument("--ray", metavar="local|auto|ADDRESS",
@@ -38,6 +41,8 @@ def _check(args: argparse.Namespace) -> None:
         raise InputError(f"--workers must be 0 or more, got {args.workers}")
     if args.workers and args.ray is not None:
         raise InputError("give --workers N or --ray ADDRESS, not both")
+    if args.streams < 1:
+        raise InputError(f"--streams must be at least 1, got {args.streams}")
     for flag, value in (("--ray-actors", args.ray_actors), ("--cpus-per-actor", args.cpus_per_actor),
                         ("--max-frames", args.max_frames)):
         if value is not None and value < 1:
@@ -49,7 +54,8 @@ def _setup(args: argparse.Namespace, spec, config: SessionConfig, out: Path):
 
     if args.ray is not None and args.device is None:
         spec = spec.with_device("auto")  # the cluster's GPUs if it has any (runtime.corpus.ray_runner)
-    return WorkerSetup(spec, config, out, fingerprint_of(spec, config, args.max_frames), args.max_frames)
+    return WorkerSetup(spec, config, out, fingerprint_of(spec, config, args.max_frames), args.max_frames,
+                       streams=args.streams)
 
 
 def _run(args, jobs, setup):
@@ -106,9 +112,6 @@ def eval_corpus(args: argparse.Namespace, spec, config: SessionConfig, names: li
     from .scoring import score_sequences
 
     _check(args)
-    if getattr(args, "streams", 1) != 1:
-        raise InputError("--streams (several sequences in one batched session) does not combine with "
-                         "--workers/--ray yet; give one or the other")
     if args.max_frames is not None and args.max_frames < 3:
         raise InputError(f"--max-frames must be at least 3 (first and last frames are not scored), got {args.max_frames}")
     out = Path(args.out)

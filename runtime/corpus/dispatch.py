@@ -2,6 +2,10 @@
 
 A video whose worker died (killed, OOM) or that failed with an out-of-memory error goes
 back to the list until it has died ``retries + 1`` times; then it fails with the reason.
+A worker that steps several videos together (``--streams``) holds several at once; when
+it dies, every video it held goes back. A video that has died before then runs alone in
+its worker (nothing joins it), so a video that kills its worker cannot take others down
+with it again.
 """
 
 from __future__ import annotations
@@ -50,6 +54,27 @@ class WorkList:
             return None
         self.in_flight += 1
         return self.pending.popleft()
+
+    def take(self, held: list[VideoJob], capacity: int) -> list[VideoJob]:
+        """Videos for a worker that holds ``held`` and steps up to ``capacity`` together:
+        the first waiting ones that fit, except that a video that died before goes only to
+        an empty worker and alone (and a worker holding one gets nothing more)."""
+        if any(self.deaths[job.name] for job in held):
+            return []
+        taken: list[VideoJob] = []
+        for job in self.pending:
+            if len(held) + len(taken) >= capacity:
+                break
+            if self.deaths[job.name]:
+                if held or taken:
+                    continue
+                taken.append(job)
+                break
+            taken.append(job)
+        for job in taken:
+            self.pending.remove(job)
+        self.in_flight += len(taken)
+        return taken
 
     def finished(self, job: VideoJob, result: dict) -> None:
         """A worker returned ``result`` for ``job`` (done, or failed)."""

@@ -1,9 +1,11 @@
 """N local worker processes (no Ray): the default for one machine.
 
 Each worker process (started with ``spawn``) builds its backend once and segments one
-video at a time, handed to it over its own pipe as it frees up, so the parent always knows
-which video a worker holds. A worker that dies (killed, OOM) is replaced and its video
-goes back to the work list (:class:`runtime.corpus.dispatch.WorkList`).
+video at a time, or up to ``--streams`` stepped together. Videos are handed to it over its
+own pipe as it frees lanes: the parent sends the new videos, the worker works until one
+of its videos has its outcome and sends it back (:meth:`Worker.advance`), so the parent
+always knows which videos a worker holds. A worker that dies (killed, OOM) is replaced
+and all its videos go back to the work list (:class:`runtime.corpus.dispatch.WorkList`).
 Workers ignore SIGINT: on Ctrl-C the parent stops them.
 """
 
@@ -12,11 +14,11 @@ from __future__ import annotations
 import multiprocessing as mp
 import signal
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 
 from .dispatch import RunnerError, WorkList
-from .worker import Worker, WorkerSetup, timed_run
+from .worker import Worker, WorkerSetup
 
 _USER_ERRORS = ("InputError", "BackendUnavailable", "CheckpointError", "ExportManifestError")
 
@@ -30,10 +32,10 @@ def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
         return
     conn.send(("ready",))
     while True:
-        job = conn.recv()
-        if job is None:
+        jobs = conn.recv()
+        if jobs is None:
             return
-        conn.send(("result", timed_run(worker, job)))
+        conn.send(("results", worker.advance(jobs)))
 
 
 @dataclass
@@ -41,8 +43,8 @@ class _Slot:
     process: mp.process.BaseProcess
     conn: Connection
     ready: bool = False
-    job: object = None
-    sent_at: float = 0.0
+    busy: bool = False  # advance() sent, its results not back yet
+    jobs: dict = field(default_factory=dict)  # name -> (job, time handed out)
 
 
 def _device_for(device: str, index: int) -> str:
@@ -85,11 +87,13 @@ class LocalPool:
         try:
             while not work.complete:
                 for slot in slots:
-                    if slot.ready and slot.job is None:
-                        slot.job = work.next()
-                        if slot.job is not None:
-                            slot.sent_at = time.perf_counter()
-                            slot.conn.send(slot.job)
+                    if slot.ready and not slot.busy:
+                        new = work.take([job for job, _ in slot.jobs.values()], self.setup.streams)
+                        if new or slot.jobs:
+                            now = time.perf_counter()
+                            slot.jobs.update((job.name, (job, now)) for job in new)
+                            slot.conn.send(new)
+                            slot.busy = True
                 waitables = [s.conn for s in slots] + [s.process.sentinel for s in slots]
                 ready = set(wait(waitables))
                 for slot in list(slots):
@@ -115,9 +119,9 @@ class LocalPool:
             code = slot.process.exitcode
             if not slot.ready:
                 raise RunnerError(f"a worker process exited with code {code} while starting")
-            if slot.job is not None:
-                work.died(slot.job, f"worker process exited with code {code}")
-                slot.job = None
+            for job, _ in slot.jobs.values():
+                work.died(job, f"worker process exited with code {code}")
+            slot.jobs = {}
             slot.conn.close()
             return False
         kind = message[0]
@@ -128,9 +132,11 @@ class LocalPool:
         elif kind == "init_error":
             _, name, text = message
             raise RunnerError(text if name in _USER_ERRORS else f"{name}: {text}", user_error=name in _USER_ERRORS)
-        elif kind == "result":
-            job, slot.job = slot.job, None
-            work.finished(job, {**message[1], "round_trip_seconds": time.perf_counter() - slot.sent_at})
+        elif kind == "results":
+            slot.busy = False
+            for result in message[1]:
+                job, sent_at = slot.jobs.pop(result["name"])
+                work.finished(job, {**result, "round_trip_seconds": time.perf_counter() - sent_at})
         return True
 
     def _stop(self, slots: list[_Slot]) -> None:
@@ -141,7 +147,7 @@ class LocalPool:
             except (OSError, BrokenPipeError):
                 pass
         for slot in slots:
-            slot.process.join(2 if slot.job is None else 0.1)
+            slot.process.join(2 if not slot.jobs else 0.1)
             if slot.process.is_alive():
                 slot.process.terminate()
                 slot.process.join(5)

@@ -1,7 +1,9 @@
 """The corpus on Ray: one actor per GPU, or per group of CPU cores; each actor holds a
-backend (a :class:`runtime.corpus.worker.Worker`) and segments one video at a time,
-handed out as actors free up. An actor that dies (killed, OOM, node lost) is replaced
-and its video goes back to the work list.
+backend (a :class:`runtime.corpus.worker.Worker`) and segments one video at a time, or
+up to ``--streams`` stepped together by the batched engine; videos are handed out as
+actors free lanes (each ``advance`` call brings new videos and returns when one of the
+actor's videos has its outcome). An actor that dies (killed, OOM, node lost) is replaced
+and all its videos go back to the work list.
 
 Where the actors write: ``--out`` and the inputs must be paths every node sees (one
 machine, or a shared file system such as NFS); the toolkit must be installed on every node.
@@ -15,7 +17,7 @@ import time
 from dataclasses import replace
 
 from .dispatch import RunnerError, WorkList
-from .worker import Worker, WorkerSetup, timed_run
+from .worker import Worker, WorkerSetup
 
 
 class _SegmentActor:
@@ -31,8 +33,8 @@ class _SegmentActor:
     def ready(self):
         return self.error
 
-    def run(self, job) -> dict:
-        return timed_run(self.worker, job)
+    def advance(self, jobs) -> list:
+        return self.worker.advance(jobs)
 
 
 def _import_ray():
@@ -132,10 +134,16 @@ class RayRunner:
 
     def _loop(self, ray, work: WorkList, starting: dict, running: dict, idle: list, start_actor, start) -> None:
         first_ready = True
+        held: dict = {}  # actor -> {name: (job, time handed out)}
         while not work.complete:
-            while idle and work.pending:
-                actor, job = idle.pop(), work.next()
-                running[actor.run.remote(job)] = (actor, job, time.perf_counter())
+            for actor in list(idle):
+                mine = held.setdefault(actor, {})
+                new = work.take([job for job, _ in mine.values()], self.setup.streams)
+                if new or mine:
+                    now = time.perf_counter()
+                    mine.update((job.name, (job, now)) for job in new)
+                    idle.remove(actor)
+                    running[actor.advance.remote(new)] = actor
             done, _ = ray.wait(list(starting) + list(running), num_returns=1)
             ref = done[0]
             if ref in starting:
@@ -151,17 +159,29 @@ class RayRunner:
                     self.startup_seconds, first_ready = time.perf_counter() - start, False
                 idle.append(actor)
                 continue
-            actor, job, sent_at = running.pop(ref)
+            actor = running.pop(ref)
+            mine = held.pop(actor, {})
             try:
-                result = ray.get(ref)
+                results = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as exc:
                 ray.kill(actor, no_restart=True)
-                work.died(job, f"Ray actor died ({type(exc).__name__})")
+                for job, _ in mine.values():
+                    work.died(job, f"Ray actor died ({type(exc).__name__})")
                 if not work.complete:
                     start_actor()
                 continue
-            except ray.exceptions.RayTaskError as exc:
-                result = {"name": job.name, "status": "failed", "error": str(exc).splitlines()[-1],
-                          "retriable": False, "record": None}
-            work.finished(job, {**result, "round_trip_seconds": time.perf_counter() - sent_at})
+            except ray.exceptions.RayTaskError as exc:  # the actor's state is unknown: replace it
+                ray.kill(actor, no_restart=True)
+                error = str(exc).splitlines()[-1]
+                for job, _ in mine.values():
+                    work.finished(job, {"name": job.name, "status": "failed", "error": error,
+                                        "retriable": False, "record": None, "round_trip_seconds": 0.0})
+                if not work.complete:
+                    start_actor()
+                continue
+            now = time.perf_counter()
+            for result in results:
+                job, sent_at = mine.pop(result["name"])
+                work.finished(job, {**result, "round_trip_seconds": now - sent_at})
+            held[actor] = mine
             idle.append(actor)

@@ -17,7 +17,7 @@ from ..errors import InputError
 from . import records
 from .dispatch import WorkList
 from .jobs import VideoJob
-from .worker import CRASH_ENV, Worker, WorkerSetup, timed_run
+from .worker import CRASH_ENV, Worker, WorkerSetup
 
 
 @dataclass
@@ -72,7 +72,8 @@ class CorpusSummary:
 
 
 class _InProcess:
-    """Videos one after the other in this process (the sequential reference)."""
+    """Videos in this process: one after the other (the sequential reference), or
+    ``setup.streams`` at a time stepped together."""
 
     def __init__(self, setup: WorkerSetup) -> None:
         self.setup = setup
@@ -82,10 +83,12 @@ class _InProcess:
         start = time.perf_counter()
         worker = Worker(self.setup)
         self.startup_seconds = time.perf_counter() - start
+        held: dict[str, VideoJob] = {}
         while not work.complete:
-            job = work.next()
-            result = timed_run(worker, job)
-            work.finished(job, {**result, "round_trip_seconds": result["worker_seconds"]})
+            new = work.take(list(held.values()), self.setup.streams)
+            held.update((job.name, job) for job in new)
+            for result in worker.advance(new):
+                work.finished(held.pop(result["name"]), {**result, "round_trip_seconds": result["worker_seconds"]})
 
 
 def _check_paths(jobs: list[VideoJob], out: Path) -> None:
@@ -147,6 +150,8 @@ def run_corpus(
         summary.runner = f"{workers} local worker process(es)"
     else:
         runner = _InProcess(setup)
+    if setup.streams > 1:
+        summary.runner += f", {setup.streams} videos stepped together per worker"
 
     def on_result(result: dict) -> None:
         name = result["name"]
@@ -175,7 +180,8 @@ def run_corpus(
         summary.seconds = time.perf_counter() - start
         summary.finished_at = records.utc_now()
         if ray is not None:
-            summary.runner = f"Ray ({ray}): {runner.plan or 'not started, nothing to do'}"
+            summary.runner = f"Ray ({ray}): {runner.plan or 'not started, nothing to do'}" + (
+                f", {setup.streams} videos stepped together per actor" if setup.streams > 1 else "")
         summary.startup_seconds = getattr(runner, "startup_seconds", 0.0)
         records.write_json(out / records.SUMMARY, summary.as_dict())
     return summary

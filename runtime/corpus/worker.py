@@ -60,7 +60,8 @@ class WorkerSetup:
     """backend: how to build the backend; config: the session settings; out: the corpus
     output folder; fingerprint: what makes results comparable (recorded with each video);
     max_frames: only the first N frames of each video; threads: torch CPU threads;
-    crash_at: fault injection for tests (see CRASH_ENV)."""
+    streams: videos each worker steps together with the batched engine (1: one at a
+    time); crash_at: fault injection for tests (see CRASH_ENV)."""
 
     backend: BackendSpec
     config: SessionConfig
@@ -69,6 +70,11 @@ class WorkerSetup:
     max_frames: int | None = None
     threads: int | None = None
     crash_at: str | None = None
+    streams: int = 1
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.streams, int) or self.streams < 1:
+            raise ValueError(f"streams must be a positive integer, got {self.streams!r}")
 
 
 def fingerprint_of(spec: BackendSpec, config: SessionConfig, max_frames: int | None) -> dict:
@@ -110,7 +116,7 @@ def first_frames(frames: FrameFolder | VideoFile, limit: int | None) -> FrameFol
     return _FirstFramesOfVideo(frames, limit)
 
 
-def _crash_hook(spec: str | None, name: str):
+def crash_hook(spec: str | None, name: str):
     if not spec:
         return None
     video, frame, marker = spec.split(":", 2)
@@ -125,8 +131,59 @@ def _crash_hook(spec: str | None, name: str):
     return hook
 
 
+def open_job(job: VideoJob, max_frames: int | None):
+    """The frames (cut to ``max_frames``) and checked annotations of ``job``; InputError
+    if a mask is wrong or none falls within the kept frames."""
+    from ..segment_video import load_annotations
+
+    frames = first_frames(open_frames(job.source), max_frames)
+    annotations = load_annotations(frames, job.first_mask, job.masks_dir)
+    if max_frames is not None:
+        kept = set(frames.names) if isinstance(frames, FrameFolder) else {f"{i:05d}" for i in range(max_frames)}
+        annotations = type(annotations)({k: v for k, v in annotations.masks.items() if k in kept},
+                                        annotations.palette)
+        if not annotations.masks:
+            raise InputError(f"no mask within the first {max_frames} frames")
+    return frames, annotations
+
+
+def failure(name: str, exc: BaseException) -> dict:
+    """The outcome of a video that raised ``exc``; out-of-memory errors are retriable."""
+    import torch
+
+    retriable = isinstance(exc, (MemoryError, torch.OutOfMemoryError))
+    message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
+    return {"name": name, "status": "failed", "error": message.splitlines()[0] if message else "",
+            "retriable": retriable, "record": None}
+
+
+def done_record(setup: WorkerSetup, job: VideoJob, frames: int, objects, seconds: float, started: str,
+                host: str) -> dict:
+    """The done record of ``job`` (written after its last mask)."""
+    spec = setup.backend
+    return {
+        "name": job.name,
+        "source": str(job.source),
+        "frames": frames,
+        "objects": list(objects),
+        "seconds": round(seconds, 4),
+        "backend": spec.name,
+        "device": spec.device,
+        "precision": spec.precision,
+        "model_sha256": setup.fingerprint.get("model_sha256"),
+        "fingerprint": setup.fingerprint,
+        "host": host,
+        "pid": os.getpid(),
+        "started_at": started,
+        "finished_at": utc_now(),
+    }
+
+
 class Worker:
-    """Holds one backend; :meth:`run` segments one video and returns its outcome."""
+    """Holds one backend; :meth:`run` segments one video, :meth:`advance` takes new
+    videos and returns the outcomes of the next ones to finish (``setup.streams`` > 1:
+    up to that many stepped together by the batched engine,
+    :class:`runtime.corpus.batch_worker.StreamBatch`)."""
 
     def __init__(self, setup: WorkerSetup) -> None:
         import torch
@@ -144,55 +201,39 @@ class Worker:
             precision=spec.precision,
         )
         self.host = socket.gethostname()
+        self.batch = None
+        if setup.streams > 1:
+            from .batch_worker import StreamBatch
+
+            self.batch = StreamBatch(self.backend, setup, self.host)
+
+    def advance(self, jobs: list[VideoJob]) -> list[dict]:
+        """Take ``jobs`` (as many as the worker has free lanes: ``setup.streams`` minus
+        the videos it holds) and work until at least one held video has its outcome;
+        returns those outcomes (``worker_seconds`` added), [] if it holds no video."""
+        if self.batch is not None:
+            return self.batch.advance(jobs)
+        return [timed_run(self, job) for job in jobs]
 
     def run(self, job: VideoJob) -> dict:
         """Segment ``job`` into ``out/<name>/``; returns ``{"name", "status": "done" |
         "failed", "error", "retriable", "record"}``. Partial output of a failed video is
         cleared; a done video has its record written after its last mask."""
-        from ..segment_video import load_annotations, segment_video
+        from ..segment_video import segment_video
 
         out = self.setup.out
         clear_video(out, job.name)
         started = utc_now()
         try:
-            frames = first_frames(open_frames(job.source), self.setup.max_frames)
-            annotations = load_annotations(frames, job.first_mask, job.masks_dir)
-            if self.setup.max_frames is not None:
-                kept = set(frames.names) if isinstance(frames, FrameFolder) else {
-                    f"{i:05d}" for i in range(self.setup.max_frames)}
-                annotations = type(annotations)({k: v for k, v in annotations.masks.items() if k in kept},
-                                                annotations.palette)
-                if not annotations.masks:
-                    raise InputError(f"no mask within the first {self.setup.max_frames} frames")
+            frames, annotations = open_job(job, self.setup.max_frames)
             summary = segment_video(
                 self.backend, job.source, out / job.name, config=self.setup.config, overwrite=True, record=False,
-                frames=frames, annotations=annotations, on_frame=_crash_hook(self.setup.crash_at, job.name),
+                frames=frames, annotations=annotations, on_frame=crash_hook(self.setup.crash_at, job.name),
             )
         except Exception as exc:  # the video fails; the worker goes on with the next one
             clear_video(out, job.name)
-            import torch
-
-            retriable = isinstance(exc, (MemoryError, torch.OutOfMemoryError))
-            message = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
-            return {"name": job.name, "status": "failed", "error": message.splitlines()[0] if message else "",
-                    "retriable": retriable, "record": None}
-        spec = self.setup.backend
-        record = {
-            "name": job.name,
-            "source": str(job.source),
-            "frames": summary.frames,
-            "objects": list(summary.objects),
-            "seconds": round(summary.seconds, 4),
-            "backend": spec.name,
-            "device": spec.device,
-            "precision": spec.precision,
-            "model_sha256": self.setup.fingerprint.get("model_sha256"),
-            "fingerprint": self.setup.fingerprint,
-            "host": self.host,
-            "pid": os.getpid(),
-            "started_at": started,
-            "finished_at": utc_now(),
-        }
+            return failure(job.name, exc)
+        record = done_record(self.setup, job, summary.frames, summary.objects, summary.seconds, started, self.host)
         write_record(out, job.name, record)
         return {"name": job.name, "status": "done", "error": None, "retriable": False, "record": record}
 
