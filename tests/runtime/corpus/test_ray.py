@@ -57,3 +57,21 @@ def test_killed_ray_actor_has_its_video_retried(ray_session, corpus, small_check
     assert summary.retried == {"d": 2}
     assert_same(read_outputs(out), reference)
     assert stray_files(out) == []
+
+
+def test_ray_actors_with_streams_match_and_survive_a_kill(ray_session, streams_corpus, trained, streams_reference,
+                                                           tmp_path, monkeypatch):
+    """Each actor steps up to 2 videos together; the actor holding alpha dies at its frame
+    3 with another video in flight: both are retried, every video ends done, identical."""
+    from .conftest import LENGTHS, streams_setup
+
+    out = tmp_path / "out"
+    marker = tmp_path / "crashed-once"
+    monkeypatch.setenv(CRASH_ENV, f"alpha:3:{marker}")
+    summary = run_corpus(discover_jobs(*streams_corpus), streams_setup(trained, out, streams=2), ray="local")
+    assert marker.exists()
+    assert summary.runner == "Ray (local): 2 actor(s), 1 CPU core(s) each, 2 videos stepped together per actor"
+    assert sorted(summary.done) == sorted(LENGTHS) and not summary.failed
+    assert "alpha" in summary.retried and len(summary.retried) == 2 and set(summary.retried.values()) == {2}
+    assert_same(read_outputs(out), streams_reference)
+    assert stray_files(out) == []
