@@ -64,18 +64,19 @@ class StreamBatch:
         if len(self.videos) + len(jobs) > self.setup.streams:
             raise ValueError(f"{len(jobs)} new video(s) do not fit: {len(self.videos)} of "
                              f"{self.setup.streams} lanes are held")
-        results = []
+        received, results = time.perf_counter(), []
         for job in jobs:
-            results.extend(self._open(job))
+            results.extend(self._open(job, received))
         while self.videos and not results:
             results = self._step()
         return results
 
     # ---- one video --------------------------------------------------------------------
-    def _open(self, job: VideoJob) -> list[dict]:
+    def _open(self, job: VideoJob, t0: float) -> list[dict]:
+        """Open ``job`` into a lane (``t0``: when the worker got it; its seconds count from there)."""
         out = self.setup.out
         clear_video(out, job.name)
-        started, t0 = utc_now(), time.perf_counter()
+        started = utc_now()
         try:
             frames, annotations = open_job(job, self.setup.max_frames)
             folder = out / job.name
