@@ -177,12 +177,15 @@ def test_ctrl_c_then_rerun_finishes_only_the_rest(small_checkpoint, tmp_path):
            str(small_checkpoint), "--device", "cpu", "--size", "-1", "--mem-every", "2", "--quiet"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
     deadline = time.monotonic() + 180
-    while not list((out / ".records").glob("*.json")) and proc.poll() is None and time.monotonic() < deadline:
+    def records_written() -> list[Path]:  # not the hidden temp files of a record being written
+        return [p for p in (out / ".records").glob("*.json") if not p.name.startswith(".")]
+
+    while not records_written() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in stderr, stderr
-    finished = sorted(p.stem for p in (out / ".records").glob("*.json"))
+    finished = sorted(p.stem for p in records_written())
     assert 1 <= len(finished) < 3, "the run ended before it could be interrupted"
     assert json.loads((out / "run_summary.json").read_text())["interrupted"]
     before = {n: records.read_record(out, n) for n in finished}
