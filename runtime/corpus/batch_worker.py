@@ -4,6 +4,10 @@ by one frame (one batched device step per frame size). A video that ends leaves 
 record written after its last mask) and its lane is reused by the next video the runner
 hands in. Each video gets exactly the masks it gets alone (the engine's equivalence).
 
+Each video's frames are decoded ahead in a background thread (:class:`runtime.overlap.
+Prefetcher`), and the masks of a step are PNG-encoded in parallel threads; the step's
+writes are waited for, so a video's record always follows its last mask on disk.
+
 The runner drives it through :meth:`StreamBatch.advance`: hand in new videos, get back the
 outcomes of the next ones to finish. A video that fails (corrupt frame, bad mask) leaves
 alone, its partial output cleared; the others go on. An error of the batched step itself
@@ -13,12 +17,14 @@ alone, its partial output cleared; the others go on. An error of the batched ste
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 from ..engine import EngineOptions, StreamEngine
 from ..mask_io import write_mask
+from ..overlap import Prefetcher
 from ..segment_video import Annotations, labels_present
 from ..session import check_step_input
 from ..errors import InputError
@@ -32,7 +38,7 @@ class _Video:
     """One video in a lane: its frames (the next one peeked), masks, output folder."""
 
     job: VideoJob
-    frames: Iterator
+    frames: Prefetcher
     annotations: Annotations
     folder: Path
     started: str
@@ -52,6 +58,7 @@ class StreamBatch:
         self.options = replace(EngineOptions.fastest(backend.device, compile=False), keep_prob=False)
         self.engine = StreamEngine(backend, setup.config, self.options)
         self.videos: dict[str, _Video] = {}
+        self.writers = ThreadPoolExecutor(max_workers=min(setup.streams, 8), thread_name_prefix="stmae-png")
 
     @property
     def held(self) -> tuple[str, ...]:
@@ -81,10 +88,15 @@ class StreamBatch:
             frames, annotations = open_job(job, self.setup.max_frames)
             folder = out / job.name
             folder.mkdir(parents=True, exist_ok=True)
-            video = _Video(job, iter(frames), annotations, folder, started, t0,
+            video = _Video(job, Prefetcher(frames, depth=2), annotations, folder, started, t0,
                            crash_hook(self.setup.crash_at, job.name))
+        except Exception as exc:
+            clear_video(out, job.name)
+            return [self._timed(failure(job.name, exc), t0)]
+        try:
             video.peek = next(video.frames, None)
         except Exception as exc:
+            video.frames.close()
             clear_video(out, job.name)
             return [self._timed(failure(job.name, exc), t0)]
         self.videos[job.name] = video
@@ -107,11 +119,17 @@ class StreamBatch:
                     mask, objects = None, None
         return check_step_input(schedule, frame, mask, objects)
 
-    def _after(self, name: str, labels) -> dict | None:
-        """Write the video's mask of the frame just stepped and peek its next frame; the
-        outcome if the video ended."""
+    def _write(self, name: str, labels):
+        """Start writing the video's mask of the frame just stepped (a future)."""
         video = self.videos[name]
-        write_mask(video.folder / f"{video.peek[0]}.png", labels, video.annotations.palette)
+        return self.writers.submit(write_mask, video.folder / f"{video.peek[0]}.png", labels,
+                                   video.annotations.palette)
+
+    def _after(self, name: str, written) -> dict | None:
+        """The video's mask of the frame just stepped is written (``written``: its
+        future); peek its next frame. The outcome if the video ended."""
+        video = self.videos[name]
+        written.result()
         video.count += 1
         if video.on_frame is not None:
             video.on_frame(video.count)
@@ -141,7 +159,7 @@ class StreamBatch:
         return self._timed(failure(name, exc), video.t0)
 
     def _leave(self, name: str) -> None:
-        self.videos.pop(name)
+        self.videos.pop(name).frames.close()
         if name in self.engine.streams:
             self.engine.remove_stream(name)
 
@@ -167,9 +185,10 @@ class StreamBatch:
                 results.append(self._fail(name, exc))
             self.engine = StreamEngine(self.backend, self.setup.config, self.options)
             return results
-        for name, result in stepped.items():
+        writes = {name: self._write(name, result.labels) for name, result in stepped.items()}
+        for name, written in writes.items():
             try:
-                outcome = self._after(name, result.labels)
+                outcome = self._after(name, written)
             except Exception as exc:  # decoding its next frame, or writing its mask
                 outcome = self._fail(name, exc)
             if outcome is not None:
