@@ -60,10 +60,6 @@ class StreamBatch:
         self.videos: dict[str, _Video] = {}
         self.writers = ThreadPoolExecutor(max_workers=min(setup.streams, 8), thread_name_prefix="stmae-png")
 
-    @property
-    def held(self) -> tuple[str, ...]:
-        return tuple(self.videos)
-
     def advance(self, jobs: list[VideoJob]) -> list[dict]:
         """Open ``jobs`` into free lanes, then step every held video frame by frame until
         at least one has its outcome; returns the outcomes (``worker_seconds`` added),
@@ -145,10 +141,13 @@ class StreamBatch:
                 f"masks for frames {', '.join(unused[:5])} were not used: the input has no such frame "
                 f"({video.count} frames were segmented)"))
         objects = self.engine.schedule(name).registry.labels
-        self._leave(name)
         record = done_record(self.setup, video.job, video.count, objects, time.perf_counter() - video.t0,
                              video.started, self.host)
-        write_record(self.setup.out, name, record)
+        try:
+            write_record(self.setup.out, name, record)
+        except Exception as exc:  # e.g. the disk is full: the video is not done
+            return self._fail(name, exc)
+        self._leave(name)
         return self._timed({"name": name, "status": "done", "error": None, "retriable": False, "record": record},
                            video.t0)
 

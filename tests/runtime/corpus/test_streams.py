@@ -74,6 +74,32 @@ def test_killed_worker_has_all_its_videos_retried(streams_corpus, trained, strea
     assert saved["retried"] == summary.retried and saved["failed"] == []
 
 
+def test_out_of_memory_in_a_batched_step_retries_its_videos(streams_corpus, trained, streams_reference, tmp_path,
+                                                            monkeypatch):
+    """The third batched step (alpha, beta, gamma) runs out of memory: all three fail
+    retriably, are retried (alone), and end done with the sequential run's masks."""
+    import torch
+
+    from runtime.engine import StreamEngine
+
+    real, calls = StreamEngine.step, []
+
+    def step(engine, inputs):
+        calls.append(sorted(inputs))
+        if len(calls) == 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return real(engine, inputs)
+
+    monkeypatch.setattr(StreamEngine, "step", step)
+    out = tmp_path / "out"
+    summary = run_corpus(discover_jobs(*streams_corpus), streams_setup(trained, out, streams=3))
+    assert calls[2] == ["alpha", "beta", "gamma"]
+    assert sorted(summary.done) == sorted(LENGTHS) and not summary.failed
+    assert summary.retried == {"alpha": 2, "beta": 2, "gamma": 2}
+    assert_same(read_outputs(out), streams_reference)
+    assert stray_files(out) == []
+
+
 def test_rerun_with_streams_skips_finished_videos(streams_corpus, trained, streams_reference, tmp_path):
     out = tmp_path / "out"
     jobs = discover_jobs(*streams_corpus)
