@@ -252,9 +252,10 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         ]
         size = _resolved_size(args)
         config = _session_config(args, size.size)
-        if wants_corpus(args):
-            return eval_corpus(args, _backend_spec(args), config, names)
         resolution = _resolution(root, args.resolution, size)
+        if wants_corpus(args):
+            args.resolution = resolution  # the corpus reads JPEGImages/<resolution>, never 'auto'
+            return eval_corpus(args, _backend_spec(args), config, names)
         out = Path(args.out)
         results_csv = out / RESULTS_CSV
         total = 0
