@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import BackendUnavailable
-from runtime.overlay import blend
+from runtime.overlay import CommitOnExit, blend
 from stmae.atomic import AtomicPath
 
 CODEC = "libvpx-vp9"
 SUFFIX = ".webm"
 
 
-class BrowserVideoWriter:
+class BrowserVideoWriter(CommitOnExit):
     """``with BrowserVideoWriter(path, fps, (h, w)) as v: v.add(frame, labels)``: frames
     (H, W, 3) uint8 RGB with label maps (H, W) uint8 blended in, at exactly (H, W)."""
 
@@ -67,15 +67,6 @@ class BrowserVideoWriter:
             self._container.close()
         finally:
             self._target.abort()
-
-    def __enter__(self) -> "BrowserVideoWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
 
 
 def probe(path: str | Path) -> dict:

@@ -27,7 +27,27 @@ def blend(frame: np.ndarray, labels: np.ndarray, palette: list[int] | None = Non
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-class OverlayWriter:
+class CommitOnExit:
+    """A writer used as a context manager: ``close()`` (commit) on a clean exit,
+    ``abort()`` (remove the partial temp file) on an exception."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+class OverlayWriter(CommitOnExit):
     """Writes an overlay video. Use as a context manager: the file appears only when every
     frame was written (on an error the partial temp file is removed)."""
 
@@ -68,12 +88,3 @@ class OverlayWriter:
     def abort(self) -> None:
         self._writer.release()
         self._target.abort()
-
-    def __enter__(self) -> "OverlayWriter":
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            self.abort()
