@@ -91,15 +91,19 @@ def topk_aggregate(sim: torch.Tensor, memory_values: torch.Tensor, top_k: int | 
 
     Each query position m reads sum_n value[:, n] * softmax(top-k of sim[m])[n]: only the
     (B, M, k) top-k values, indices and weights are materialized, never an (L, M) affinity.
-    top_k None or >= L: the softmax over all of memory.
+    top_k None or >= L: the softmax over all of memory. Positions masked to -inf are never
+    read; a row with no finite similarity reads zeros (its softmax would be NaN).
     """
     values = memory_values.float()
     if top_k is None or top_k >= sim.shape[-1]:
-        return torch.bmm(values, torch.softmax(sim, dim=-1).transpose(1, 2))
+        weights = torch.softmax(sim, dim=-1)
+        weights = weights.masked_fill(torch.isneginf(sim.amax(dim=-1, keepdim=True)), 0.0)
+        return torch.bmm(values, weights.transpose(1, 2))
     if top_k <= 0:
         raise ValueError(f"top_k must be positive, got {top_k}")
-    top_vals, top_idx = torch.topk(sim, k=top_k, dim=-1)  # (B, M, k)
+    top_vals, top_idx = torch.topk(sim, k=top_k, dim=-1)  # (B, M, k), sorted
     weights = torch.softmax(top_vals, dim=-1)  # max-subtracted: stable
+    weights = weights.masked_fill(torch.isneginf(top_vals[..., :1]), 0.0)
     b, n, length = values.shape
     m = top_idx.shape[1]
     # Gather the values at the chosen positions: (B, N, M, k); the expand is a view.

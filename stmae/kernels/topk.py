@@ -31,7 +31,7 @@ import importlib.util
 
 import torch
 
-from ..readout import HALF_DTYPES, fp32_readout, similarity
+from ..readout import HALF_DTYPES, fp32_readout, similarity, topk_aggregate
 
 KEY_DTYPES = (torch.float32, *HALF_DTYPES)
 VALUE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -71,24 +71,6 @@ def check_readout_args(query: torch.Tensor, keys: torch.Tensor, values: torch.Te
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")
 
 
-def _aggregate(sim: torch.Tensor, values: torch.Tensor, top_k: int | None) -> torch.Tensor:
-    """sim (B, m, L) float32 with -inf at invalid positions, values (B, N, L) float32 ->
-    (B, N, m) float32; rows without any finite similarity read zeros."""
-    length = sim.shape[-1]
-    if top_k is None or top_k >= length:
-        weights = torch.softmax(sim, dim=-1)
-        empty = torch.isneginf(sim.amax(dim=-1, keepdim=True))
-        weights = weights.masked_fill(empty, 0.0)  # softmax of all -inf is NaN
-        return torch.bmm(values, weights.transpose(1, 2))
-    top_vals, top_idx = torch.topk(sim, k=top_k, dim=-1)  # (B, m, k), sorted
-    weights = torch.softmax(top_vals, dim=-1).masked_fill(torch.isneginf(top_vals[..., :1]), 0.0)
-    b, n, _ = values.shape
-    m = top_idx.shape[1]
-    idx = top_idx.unsqueeze(1).expand(b, n, m, top_k)
-    picked = torch.gather(values.unsqueeze(2).expand(b, n, m, length), 3, idx)
-    return (picked * weights.unsqueeze(1)).sum(dim=-1)
-
-
 @fp32_readout
 def topk_readout_torch(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                        valid: torch.Tensor | None, top_k: int | None) -> torch.Tensor:
@@ -110,7 +92,7 @@ def topk_readout_torch(query: torch.Tensor, keys: torch.Tensor, values: torch.Te
         sim = similarity(keys, query[:, :, m0:m0 + rows])  # (B, rows, L) float32
         if invalid is not None:
             sim = sim.masked_fill(invalid, float("-inf"))
-        out[:, :, m0:m0 + rows] = _aggregate(sim, values32, top_k)
+        out[:, :, m0:m0 + rows] = topk_aggregate(sim, values32, top_k)
     return out
 
 
