@@ -23,6 +23,7 @@ import torch
 from stmae.readout import upsample_coarse
 
 from .backends.base import KeyFeatures
+from .engine_types import lane_inputs
 
 
 class CompiledNetwork:
@@ -172,15 +173,8 @@ def submit_graphed(engine, bucket, items: list, lanes_of: dict[Hashable, int]):
     graph = _graph_for(engine, bucket)
     if graph is None:
         return None
-    state = bucket.state
-    slots = [state.slots] * state.lanes
-    indices = [-1] * state.lanes
-    frames = {}
-    for stream, item, plan, _ in items:
-        lane = lanes_of[stream]
-        frames[lane] = item.frame
-        if plan.written:
-            slots[lane], indices[lane] = plan.write_slot, plan.index
+    slots, indices, by_lane = lane_inputs(bucket.state, items, lanes_of)
+    frames = {lane: item.frame for lane, item in by_lane.items()}
     with engine.timer.stage("graph_step"):
         buf = graph.submit(frames, slots, indices)
         # The static output is overwritten by the next replay: copy it now (queued).

@@ -25,7 +25,7 @@ import torch
 from .config import SessionConfig
 from .device_step import BucketState, DeviceStep, channel_argmax_batched
 from .engine_types import (
-    EngineOptions, PendingStep, StageTimer, StreamInput, StreamMemory, StreamResult, _NoTimer,
+    EngineOptions, PendingStep, StageTimer, StreamInput, StreamMemory, StreamResult, _NoTimer, lane_inputs,
 )
 from .errors import InputError
 from .schedule import FramePlan, StreamSchedule
@@ -304,14 +304,7 @@ class StreamEngine:
         """The captured program (:meth:`DeviceStep.static_step`) run eagerly: idle lanes
         compute and write to the scratch slot, memory is read at full capacity."""
         state = bucket.state
-        slots = [state.slots] * state.lanes
-        indices = [-1] * state.lanes
-        by_lane = {}
-        for stream, item, plan, _ in items:
-            lane = lanes_of[stream]
-            by_lane[lane] = item
-            if plan.written:
-                slots[lane], indices[lane] = plan.write_slot, plan.index
+        slots, indices, by_lane = lane_inputs(state, items, lanes_of)
         with self.timer.stage("graph_step"):
             frames = self._frames_batch(bucket, state.lanes, by_lane)
             out, labels = bucket.step.static_step(

@@ -143,3 +143,18 @@ class PendingStep:
             self._ready.update(finish())
         self._pending = []
         return self._ready
+
+
+def lane_inputs(state: BucketState, items: list, lanes_of: dict) -> tuple[list[int], list[int], dict]:
+    """The static step's per-lane inputs for ``items`` [(stream, input, plan, _)]: the slot
+    each lane writes (``state.slots``, the scratch slot, for idle lanes and frames not
+    written to memory), the frame index it writes (-1: none), and each busy lane's input."""
+    slots = [state.slots] * state.lanes
+    indices = [-1] * state.lanes
+    by_lane = {}
+    for stream, item, plan, _ in items:
+        lane = lanes_of[stream]
+        by_lane[lane] = item
+        if plan.written:
+            slots[lane], indices[lane] = plan.write_slot, plan.index
+    return slots, indices, by_lane
