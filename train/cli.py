@@ -1,4 +1,5 @@
-"""``stmae-train`` / ``python -m train`` / ``torchrun --nproc_per_node=N -m train``.
+"""``stmae-train`` / ``python -m train`` / ``torchrun --nproc_per_node=N -m train``, and
+``stmae-train export-weights CHECKPOINT --out FILE`` (a run's checkpoint -> a shippable file).
 
 Exits non-zero with one message line on bad input (no traceback).
 """
@@ -21,7 +22,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stmae-train",
         description="One-shot (cycle) training of STMAE on first-frame masks. Run under "
-        "torchrun for several processes (NCCL on GPUs, gloo on CPUs).",
+        "torchrun for several processes (NCCL on GPUs, gloo on CPUs). "
+        "'stmae-train export-weights CHECKPOINT --out FILE' turns a run's checkpoint into the "
+        "file users run (see 'stmae-train export-weights --help').",
     )
     p.add_argument("--config", help="a JSON TrainConfig (as written to <output>/train_config.json); "
                    "the flags below override it")
@@ -133,7 +136,47 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def build_export_weights_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stmae-train export-weights",
+        description="Write the network of a training checkpoint (<run>/checkpoints/last.pth) as a "
+        "model-only checkpoint for stmae-segment/eval/export/demo: no optimizer state, float16 "
+        "storage by default, the processing size and the run's train_config kept.",
+    )
+    p.add_argument("checkpoint", help="a training checkpoint (or any toolkit checkpoint)")
+    p.add_argument("--out", required=True, help="the .pth file to write")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"],
+                   help="storage dtype of the tensors (default float16; loaded back as float32)")
+    p.add_argument("--processing-size", type=int,
+                   help="shorter side the network should run at (default: the checkpoint's own)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a checkpoint this toolkit wrote")
+    return p
+
+
+def export_weights_main(argv: list[str]) -> int:
+    args = build_export_weights_parser().parse_args(argv)
+    try:
+        from .export_weights import export_weights
+
+        done = export_weights(args.checkpoint, args.out, args.dtype, args.processing_size, args.overwrite)
+    except ValueError as exc:  # CheckpointError and OutputError are ValueErrors
+        print(f"stmae-train export-weights: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"stmae-train export-weights: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1
+    step = f"step {done.step}, " if done.step is not None else ""
+    print(f"stmae-train export-weights: wrote {done.path} ({done.size_bytes / 1e6:.1f} MB, {done.dtype}, "
+          f"{step}processing size {done.processing_size or 'unrecorded'})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["export-weights"]:
+        return export_weights_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
