@@ -22,7 +22,12 @@ _BLACK = (0, 0, 0)
 
 
 def _caption(tile: np.ndarray, text: str) -> None:
-    cv2.putText(tile, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, _BLACK, 3, cv2.LINE_AA)
+    # A black halo drawn as the same thin text shifted by one pixel: OpenCV widens each
+    # glyph's advance with the stroke thickness, so a thick outline would not line up.
+    for dx in (-1, 0, 1):
+        for dy in (-1, 0, 1):
+            if dx or dy:
+                cv2.putText(tile, text, (6 + dx, 18 + dy), cv2.FONT_HERSHEY_SIMPLEX, 0.5, _BLACK, 1, cv2.LINE_AA)
     cv2.putText(tile, text, (6, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, _WHITE, 1, cv2.LINE_AA)
 
 
