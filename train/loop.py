@@ -37,7 +37,7 @@ from .logs import RunLog
 from .run_folder import check_resume_matches, check_run_folder
 from .loss import cycle_loss
 from .sampler import ResumableDistributedSampler, batches_per_epoch, epochs_for
-from .schedule import GapSchedule, StepDecay
+from .schedule import GapSchedule, StepDecay, follow_config_schedule
 from .state import Progress, capture_rng, load_training_checkpoint, restore_rng, save_training_checkpoint
 
 if TYPE_CHECKING:
@@ -146,6 +146,7 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult
         net.load_state_dict(state.network)
         optimizer.load_state_dict(state.optimizer)
         scheduler.load_state_dict(state.scheduler)
+        follow_config_schedule(scheduler, cfg.schedule, cfg.optim.lr_for(global_batch))
         if state.scaler or not scaler.is_enabled():  # a CPU (fp32) run has no scaler state
             scaler.load_state_dict(state.scaler)
         progress = state.progress

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from .config import DataConfig, ScheduleConfig
+
+if TYPE_CHECKING:
+    import torch
 
 
 class StepDecay:
@@ -32,3 +37,18 @@ class GapSchedule:
     def __call__(self, epoch: int) -> int:
         a = min(1.0, epoch / max(1, self.total_epochs - 1))
         return int(round(self.start + (self.end - self.start) * a))
+
+
+def follow_config_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, cfg: ScheduleConfig,
+                           base_lr: float) -> None:
+    """After ``scheduler.load_state_dict`` on resume: keep the checkpoint's step count but
+    use this run's schedule and learning rate. LambdaLR saves its lambda object's
+    attributes and ``base_lrs``, so a resume would otherwise silently keep the old
+    ``--decay-at``/``--warmup``/``--lr`` whatever the flags now say."""
+    scheduler.lr_lambdas = [StepDecay(cfg) for _ in scheduler.optimizer.param_groups]
+    scheduler.base_lrs = [base_lr for _ in scheduler.optimizer.param_groups]
+    step = scheduler.last_epoch
+    lrs = [base * fn(step) for base, fn in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+    for group, lr in zip(scheduler.optimizer.param_groups, lrs):
+        group["lr"] = lr
+    scheduler._last_lr = lrs

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from train.loop import checkpoint_path, train
@@ -51,3 +52,27 @@ def test_half_kill_resume_matches_uninterrupted(tmp_path, tiny_davis):
     # ... and the second half did train (the comparison is not vacuous).
     half = first.network.state_dict()
     assert not all(torch.equal(half[k], got[k]) for k in half)
+
+
+def test_resume_follows_the_schedule_and_lr_of_its_own_flags(tmp_path):
+    """Extending a run (--steps/--decay-at/--lr changed on resume) uses the new schedule:
+    LambdaLR's saved state would otherwise bring back the old decay steps and base lr."""
+    from train.config import OptimConfig, ScheduleConfig
+
+    data = tiny_data()
+    first = tiny_config(tmp_path / "run", data, steps=3,
+                        schedule=ScheduleConfig(steps=3, warmup_steps=1, decay_at=(2,)))
+    train(first, progress_bar=False)
+    assert torch.load(checkpoint_path(first), weights_only=True)["optimizer"]["param_groups"][0]["lr"] \
+        == pytest.approx(1e-3 * 0.1)  # decayed after step 2 (base 1e-3 at batch 2)
+
+    longer = tiny_config(tmp_path / "run", data, steps=6, optim=OptimConfig(base_lr=5e-4, base_batch=2),
+                         schedule=ScheduleConfig(steps=6, warmup_steps=1, decay_at=(5,)))
+    train(longer, resume=checkpoint_path(first), progress_bar=False)
+    saved = torch.load(checkpoint_path(longer), weights_only=True)
+    assert saved["it"] == 6
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(5e-4 * 0.1)  # decayed at 5, not 2
+    rows = (tmp_path / "run" / "train_log.csv").read_text().splitlines()
+    header = rows[0].split(",")
+    lr_at = {int(r.split(",")[0]): float(r.split(",")[header.index("lr")]) for r in rows[1:]}
+    assert lr_at[4] == pytest.approx(5e-4)  # the resumed part: the new base lr until step 5
