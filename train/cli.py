@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup", type=int, help="warm-up steps")
     g.add_argument("--decay-at", type=int, nargs="+", help="steps after which lr *= 0.1")
     g.add_argument("--max-minutes", type=float, help="stop (and save) after this much time")
+    g.add_argument("--stop-at-step", type=int, metavar="N",
+                   help="stop (and save) once the run reaches step N, resumable (replays staged runs "
+                   "exactly; not part of the run's config)")
     g.add_argument("--precision", choices=["auto", "fp32", "fp16", "bf16"])
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int)
@@ -192,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
 
             validate = make_validator(cfg.validation)
         result = train(cfg, resume=resume, validate=validate, progress_bar=not args.no_progress,
-                       resume_requested=bool(args.resume))
+                       resume_requested=bool(args.resume), stop_at=args.stop_at_step)
     except TrainingDiverged as exc:
         print(f"stmae-train: error: {exc}", file=sys.stderr)
         return 1
@@ -206,7 +209,10 @@ def main(argv: list[str] | None = None) -> int:
         print("stmae-train: interrupted", file=sys.stderr)
         return 130
     if result.checkpoint is not None:
-        state = "stopped early (time budget)" if result.stopped_early else "finished"
+        state = "finished"
+        if result.stopped_early:
+            at_stop = args.stop_at_step is not None and result.steps >= args.stop_at_step
+            state = "stopped at --stop-at-step (resume to go on)" if at_stop else "stopped early (time budget)"
         print(f"stmae-train: {state} at step {result.steps}, loss {result.last_loss:.4f}, "
               f"{result.seconds / 60:.1f} min; checkpoint {result.checkpoint}")
     return 0

@@ -94,10 +94,12 @@ def train(
     validate: "Validator | None" = None,
     progress_bar: bool = True,
     resume_requested: bool = False,
+    stop_at: int | None = None,
 ) -> TrainResult:
     """Run (or resume) training; returns when ``cfg.schedule.steps`` steps are done, the
-    time budget is spent, or ``stop_after`` steps were done in this call (a checkpoint is
-    written in every case). ``validate`` (a :class:`train.validation.Validator`) runs every
+    time budget is spent, ``stop_after`` steps were done in this call, or the run reached
+    step ``stop_at`` (a checkpoint is written in every case; the last two leave a run to
+    resume, e.g. to replay a staged run exactly). ``validate`` (a :class:`train.validation.Validator`) runs every
     ``cfg.validation.every_steps`` steps on every rank, each scoring its share of the
     sequences; rank 0 logs the gathered scores.
 
@@ -109,12 +111,12 @@ def train(
     try:
         check_run_folder(cfg, resume, resume_requested)
         distributed.barrier(info)  # every rank checked before rank 0 writes anything
-        return _train(cfg, info, resume, stop_after, validate, progress_bar)
+        return _train(cfg, info, resume, stop_after, validate, progress_bar, stop_at)
     finally:
         distributed.cleanup(info)
 
 
-def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult:
+def _train(cfg, info, resume, stop_after, validate, progress_bar, stop_at=None) -> TrainResult:
     # ResNet 1x1 stride-2 convolutions produce gradients whose strides differ from DDP's
     # flat buckets; harmless (a copy), and DDP would warn on every step.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
@@ -156,6 +158,11 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult
                 f"the same number (got {info.world_size})"
             )
         restore_rng(state.rng_by_rank[info.rank])
+    if stop_at is not None and not progress.step < stop_at <= cfg.schedule.steps:
+        raise ValueError(
+            f"--stop-at-step {stop_at} must lie after the run's step {progress.step} and at most at "
+            f"its --steps {cfg.schedule.steps}"
+        )
 
     # The dataset needs the gap schedule, which needs the epoch count: size it first.
     dataset = OneShotClips(cfg.data, cfg.seed, lambda epoch: cfg.data.gap_start)
@@ -294,16 +301,15 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar) -> TrainResult
                 cfg.checkpoint_minutes and now - last_save >= cfg.checkpoint_minutes * 60
             )
             out_of_time, due = distributed.broadcast_flags(info, [out_of_time, bool(due)])
-            done = progress.step >= cfg.schedule.steps or (
-                stop_after is not None and steps_this_call >= stop_after
+            stop_here = (stop_after is not None and steps_this_call >= stop_after) or (
+                stop_at is not None and progress.step >= stop_at
             )
+            done = progress.step >= cfg.schedule.steps or stop_here
             if due and not (done or out_of_time):
                 save()
                 last_save = time.monotonic()
             if done or out_of_time:
-                stopped_early = out_of_time and progress.step < cfg.schedule.steps
-                if stop_after is not None and steps_this_call >= stop_after:
-                    stopped_early = True
+                stopped_early = progress.step < cfg.schedule.steps and (out_of_time or stop_here)
                 break
     save()
     if bar is not None:

@@ -87,3 +87,17 @@ def test_checkpoint_is_published_format_and_exports_model_only(tmp_path):
     assert main(["--synthetic-clips", "6", "--model", "small", "--crop", "32", "48",
                  "--frames", "3", "--batch-size", "2", "--device", "cpu", "--steps", "2",
                  "--output", str(tmp_path / "r"), "--resume", str(out), "--no-progress"]) == 2
+
+
+def test_stop_at_step_leaves_a_resumable_run(tmp_path, capsys):
+    flags = ["--synthetic-clips", "4", "--model", "small", "--crop", "32", "48", "--frames", "3",
+             "--batch-size", "2", "--device", "cpu", "--steps", "4", "--log-every", "1",
+             "--output", str(tmp_path / "r"), "--no-progress"]
+    assert main(flags + ["--stop-at-step", "2"]) == 0
+    assert "stopped at --stop-at-step" in capsys.readouterr().out
+    assert torch.load(tmp_path / "r" / "checkpoints" / "last.pth", weights_only=True)["it"] == 2
+    assert main(flags + ["--resume", "auto", "--stop-at-step", "2"]) == 2  # already there
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "after the run's step 2" in err[0]
+    assert main(flags + ["--resume", "auto"]) == 0
+    assert "finished at step 4" in capsys.readouterr().out
