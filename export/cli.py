@@ -34,10 +34,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
     p.add_argument("--calibration", type=Path, help="folder of frames for int8 calibration (default: a synthetic clip)")
-    p.add_argument("--calibration-frames", type=int, default=6, help="frames used for calibration (default 6)")
+    p.add_argument("--calibration-frames", type=int, default=ExportConfig.calibration_frames,
+                   help=f"frames used for calibration (default {ExportConfig.calibration_frames})")
     p.add_argument("--verify-frames", type=Path, help="folder of frames the pipelines are compared on (default: a synthetic clip)")
     p.add_argument("--verify-masks", type=Path, help="ground-truth masks of --verify-frames (<frame name>.png) for J&F")
-    p.add_argument("--verify-max-frames", type=int, default=12, help="frames of the verification clip used (default 12)")
+    p.add_argument("--verify-max-frames", type=int, default=ExportConfig.verify_max_frames,
+                   help=f"frames of the verification clip used (default {ExportConfig.verify_max_frames})")
     p.add_argument("--work-size", type=int, default=None,
                    help="shorter side the calibration/verification frames are processed at, and the synthetic clips' "
                    "size (default: the checkpoint's processing size, else 480; -1: as they are)")

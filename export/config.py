@@ -86,11 +86,11 @@ class ExportConfig:
     precision: str = "fp32"
     opset: int = DEFAULT_OPSET
     calibration: Path | None = None
-    calibration_frames: int = 6
+    calibration_frames: int = 16
     verify: bool = True
     verify_frames: Path | None = None
     verify_masks: Path | None = None
-    verify_max_frames: int = 12
+    verify_max_frames: int = 24
     work_size: int | None = None
     overwrite: bool = False
     trace: TraceShape = field(default_factory=TraceShape)
