@@ -54,7 +54,7 @@ common=(--device cuda --sizes 480 --frames 14 --warmup 4 --streams 1 4 16 --run 
 step bench_published 160 "$PY" -m runtime.bench.cli "${common[@]}" --objects 1 4 --cuda-graphs on \
   --out "$out/published"
 step bench_small 70 "$PY" -m runtime.bench.cli "${common[@]}" --objects 1 4 --cuda-graphs on \
-  --checkpoint weights/stmae_small_davis240.pth --out "$out/small"
+  --checkpoint weights/stmae_small_davis240_v2.pth --out "$out/small"
 step bench_published_compiled 90 "$PY" -m runtime.bench.cli --device cuda --sizes 480 --frames 14 --warmup 4 \
   --streams 1 16 --run torch:bf16 --objects 1 --cuda-graphs on --compile on --sequential off \
   --out "$out/published_compiled"
