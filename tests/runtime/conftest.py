@@ -34,6 +34,16 @@ def subprocess_env() -> dict[str, str]:
     return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def default_sigint() -> None:
+    """``preexec_fn`` for Ctrl-C tests: give the child the default SIGINT disposition. A
+    test run started in the background by a non-interactive shell (``cmd &``, e.g. a CI
+    script) inherits SIGINT as ignored, and Python then installs no KeyboardInterrupt
+    handler, so the child would never see the Ctrl-C the test sends."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.fixture(scope="session")
 def small_model() -> STMAE:
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from runtime.corpus.jobs import VideoJob, discover_jobs
 from runtime.corpus.run import run_corpus
 from runtime.corpus.worker import CRASH_ENV
 from runtime.errors import InputError
-from tests.runtime.conftest import subprocess_env
+from tests.runtime.conftest import default_sigint, subprocess_env
 
 from .conftest import FRAMES, make_setup, png_names, read_outputs, stray_files
 
@@ -175,7 +175,8 @@ def test_ctrl_c_then_rerun_finishes_only_the_rest(small_checkpoint, tmp_path):
     cmd = [sys.executable, "-c", "import sys; from runtime.cli import segment_main; sys.exit(segment_main())",
            "--videos", str(videos), "--masks-dir", str(masks), "--out", str(out), "--checkpoint",
            str(small_checkpoint), "--device", "cpu", "--size", "-1", "--mem-every", "2", "--quiet"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env())
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+                            preexec_fn=default_sigint)
     deadline = time.monotonic() + 180
     def records_written() -> list[Path]:  # not the hidden temp files of a record being written
         return [p for p in (out / ".records").glob("*.json") if not p.name.startswith(".")]

@@ -20,7 +20,7 @@ from runtime.live.realtime import LatestSlot, _END, segment_live
 from runtime.live.source import StreamSource, is_live_input
 from runtime.mask_io import read_mask, write_mask
 from runtime.session import VideoSession
-from tests.runtime.conftest import subprocess_env
+from tests.runtime.conftest import default_sigint, subprocess_env
 
 from .conftest import free_udp_port, mjpeg_server, send_mpegts_udp
 
@@ -109,6 +109,7 @@ def test_ctrl_c_ends_the_live_command_cleanly(stream_clip, small_checkpoint, tmp
              "--input", url, "--mask", str(first), "--out", str(out), "--overlay", str(overlay), "--realtime",
              "--checkpoint", str(small_checkpoint), "--device", "cpu", "--size", "-1", "--mem-every", "2"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=subprocess_env(),
+            preexec_fn=default_sigint,
         )
         deadline = time.monotonic() + 120
         while len(list(out.glob("*.png"))) < 4 and proc.poll() is None and time.monotonic() < deadline:
