@@ -3,8 +3,9 @@
 A training checkpoint (``<run>/checkpoints/last.pth``) holds the optimizer, scheduler and
 RNG state besides the network (~6x the network's size). The file users run
 (``stmae-segment --checkpoint``) needs only ``network`` + ``config`` + ``processing_size``;
-float16 storage halves it again. This module writes that file and keeps, as light
-provenance, the run's ``train_config`` and the step it was taken at.
+float16 storage halves it again. :func:`train.state.export_model_only` writes that file
+(keeping the run's ``train_config`` and step as provenance); this module adds the checks
+a command line needs around it.
 
 Refusals (``OutputError`` / ``CheckpointError``, both ValueErrors, one line each): the
 output is the source; the output exists and is not a toolkit checkpoint (``--overwrite``
@@ -66,16 +67,7 @@ def export_weights(source: str | Path, target: str | Path, dtype: str = "float16
         raise ValueError(f"--dtype {dtype} is not one of {', '.join(STORAGE_DTYPES)}")
     source, target = Path(source), Path(target)
     _check_target(source, target, overwrite)
-    obj = read_checkpoint_file(source)
-    extra = {}
-    step = obj.get("it")
-    if isinstance(step, int):
-        extra["trained_steps"] = step
-    if isinstance(obj.get("train_config"), dict):
-        extra["train_config"] = obj["train_config"]
-    del obj
-    export_model_only(source, target, extra=extra, storage_dtype=STORAGE_DTYPES[dtype],
-                      processing_size=processing_size)
-    written = read_checkpoint_file(target)
-    return ExportedWeights(target, target.stat().st_size, extra.get("trained_steps"),
+    written = export_model_only(source, target, storage_dtype=STORAGE_DTYPES[dtype],
+                                processing_size=processing_size)
+    return ExportedWeights(target, target.stat().st_size, written.get("trained_steps"),
                            written.get("processing_size"), dtype)

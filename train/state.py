@@ -127,16 +127,26 @@ def export_model_only(
     extra: dict[str, Any] | None = None,
     storage_dtype: torch.dtype = torch.float32,
     processing_size: int | None = None,
-) -> None:
+) -> dict[str, Any]:
     """Write the network of a training checkpoint as a model-only toolkit checkpoint
     (``network`` + ``config`` + ``extra``), e.g. for ``weights/``. ``storage_dtype``
     float16 halves the file; :func:`stmae.load_checkpoint` reads it back into a float32
     network (the function is then that of the float16-rounded weights). processing_size:
-    the shorter side the network runs at (default: the source checkpoint's)."""
+    the shorter side the network runs at (default: the source checkpoint's). The source's
+    step (as ``trained_steps``) and ``train_config`` are kept as provenance, under ``extra``.
+    Returns the entries written besides ``network`` and ``config`` (``processing_size``
+    included when there is one)."""
     from stmae.checkpoint import load_checkpoint
 
     if storage_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"storage_dtype must be float32, float16 or bfloat16, got {storage_dtype}")
     loaded = load_checkpoint(source, device="cpu")
-    save_checkpoint(target, loaded.model.to(storage_dtype), extra=extra,
-                    processing_size=processing_size or loaded.processing_size)
+    kept: dict[str, Any] = {}
+    if isinstance(loaded.extra.get("it"), int):
+        kept["trained_steps"] = loaded.extra["it"]
+    if isinstance(loaded.extra.get("train_config"), dict):
+        kept["train_config"] = loaded.extra["train_config"]
+    kept.update(extra or {})
+    size = processing_size or loaded.processing_size
+    save_checkpoint(target, loaded.model.to(storage_dtype), extra=kept, processing_size=size)
+    return {**kept, "processing_size": size} if size is not None else kept
