@@ -19,11 +19,11 @@ from typing import Callable, Sequence
 import numpy as np
 
 from stmae.atomic import atomic_write_text, remove_stale_temps
-from stmae.outputs import OutputError, prepare_output_folder, refuse_alias, write_record, written_by
+from stmae.outputs import prepare_output_folder, refuse_alias, write_record, written_by
 
 from .backends.base import Backend
 from .config import SessionConfig
-from .errors import InputError
+from .errors import InputError, output_refusals_as_input_errors
 from .frames import FrameFolder
 from .mask_io import existing_masks, read_mask, write_mask
 from .metrics import ObjectScore, evaluate_objects
@@ -134,10 +134,8 @@ def check_eval_output(out_dir: str | Path, dataset_root: str | Path, sequences: 
     results only replaced with ``overwrite`` and only if stmae-eval wrote them (its output
     record is there); created and proven writable. Writes the record."""
     out = Path(out_dir)
-    try:
+    with output_refusals_as_input_errors():
         refuse_alias(out, "--out", {"--dataset": dataset_root})
-    except OutputError as exc:
-        raise InputError(str(exc)) from None
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} exists and is not a folder; choose a folder for the results")
     results = out / RESULTS_CSV
@@ -152,10 +150,8 @@ def check_eval_output(out_dir: str | Path, dataset_root: str | Path, sequences: 
             f"--overwrite replaces only results that {TOOL} wrote, and {out} holds {earlier[0].name} "
             f"without a {TOOL} record; it was left untouched: choose another --out"
         )
-    try:
+    with output_refusals_as_input_errors():
         prepare_output_folder(out, "--out")
-    except OutputError as exc:
-        raise InputError(str(exc)) from None
     remove_stale_temps(out)
     write_record(out, TOOL, dataset=str(Path(dataset_root).resolve()))
     return out

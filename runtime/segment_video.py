@@ -18,13 +18,13 @@ import numpy as np
 
 from stmae.atomic import remove_stale_temps
 from stmae.outputs import (
-    OutputError, prepare_output_folder, probe_writable, real_path, recorded_files, refuse_alias, write_record, written_by,
+    prepare_output_folder, probe_writable, real_path, recorded_files, refuse_alias, write_record, written_by,
 )
 
 from .backends.base import Backend
 from .config import SessionConfig
 from .engine import EngineOptions
-from .errors import InputError
+from .errors import InputError, output_refusals_as_input_errors
 from .frames import FrameFolder, VideoFile, natural_key, open_frames
 from .mask_io import VOID_LABEL, existing_masks, read_mask, write_mask
 from .overlap import BackgroundWriter, Prefetcher
@@ -164,10 +164,8 @@ def check_output_folder(out_dir: str | Path, overwrite: bool, tool: str = TOOL) 
             f"--overwrite replaces only masks that {tool} wrote, and {out} has {len(existing)} PNG file(s) "
             f"(e.g. {existing[0].name}) but no {tool} record; they were left untouched: choose another --out"
         )
-    try:
+    with output_refusals_as_input_errors():
         prepare_output_folder(out, "--out")
-    except OutputError as exc:
-        raise InputError(str(exc)) from None
     remove_stale_temps(out)
     return out
 
@@ -180,19 +178,14 @@ def check_targets(
     holding ``--input``/``--mask``/``--masks-dir``), and an existing overlay unless
     ``overwrite`` and an earlier run of this tool into ``out_dir`` wrote it."""
     inputs = {"--input": input_path, "--mask": mask, "--masks-dir": masks_dir}
-    try:
+    with output_refusals_as_input_errors():
         refuse_alias(out_dir, "--out", inputs)
         if overlay is not None:
             refuse_alias(overlay, "--overlay", inputs, folder_output=False)
             if real_path(overlay) == real_path(out_dir):
                 raise InputError(f"--overlay {overlay} is the --out folder; give the overlay its own file name")
-    except OutputError as exc:
-        raise InputError(str(exc)) from None
-    if overlay is not None and Path(overlay).parent.is_dir():
-        try:
+        if overlay is not None and Path(overlay).parent.is_dir():
             probe_writable(Path(overlay).parent, "the folder of --overlay")
-        except OutputError as exc:
-            raise InputError(str(exc)) from None
     if overlay is None or not Path(overlay).exists():
         return
     if Path(overlay).is_dir():
