@@ -3,9 +3,9 @@
 # python3 has torch (CUDA) and torchvision but no onnxruntime, ModelOpt, TensorRT or pip.
 # Runs from the repository with PYTHONPATH=.: the CUDA tests, then stmae-bench --streams at
 # 480x864 (synthetic 16:9 clips at 480p) with the published architecture (the contract's
-# rule weights) and with the shipped small model: streams 1/4/16, 1 and 4 objects, eager
-# vs CUDA graphs, fp32/bf16/fp16; then torch.compile + graphs for bf16. Every step has a
-# timeout (sum: 450 s); each bench writes its JSON after every measured point, so a step
+# rule weights) and with the shipped small model: several stream counts, 1 and 4 objects,
+# eager vs CUDA graphs, fp32/bf16/fp16; then torch.compile + graphs for bf16. Every step
+# has a timeout (sum: 450 s); each bench writes its JSON after every measured point, so a step
 # cut short still leaves its rows. Prints one final table; everything goes into OUTDIR.
 # Usage: benchmarks/gpu_check.sh OUTDIR
 set -uo pipefail
@@ -37,25 +37,32 @@ step() {  # step NAME TIMEOUT_S COMMAND...: run with a timeout, log to OUTDIR/NA
   tail -n 4 "$out/$name.log" | sed 's/^/   | /'
 }
 
-step environment 20 "$PY" -c "
+step environment 15 "$PY" -c "
 import json, torch, torchvision
 p = torch.cuda.get_device_properties(0)
 print(json.dumps({'gpu': p.name, 'memory_gib': round(p.total_memory / 2**30, 1), 'torch': torch.__version__,
                   'cuda': torch.version.cuda, 'torchvision': torchvision.__version__}))"
 if "$PY" -c "import pytest" 2>/dev/null; then
-  step cuda_tests 110 "$PY" -m pytest -q -p no:cacheprovider tests/runtime/test_engine.py \
+  step cuda_tests 85 "$PY" -m pytest -q -p no:cacheprovider tests/runtime/test_engine.py \
     tests/runtime/test_session.py tests/benchmarks/test_bench_streams.py tests/runtime/test_torch_path_imports.py \
     -k "cuda or torch_path"
 else
   echo "== cuda_tests: pytest is not installed for $PY; the CUDA tests did not run" | tee "$out/cuda_tests.log"
   printf '{"step": "cuda_tests", "exit": null, "note": "pytest missing"}\n' >> "$out/steps.jsonl"
 fi
-common=(--device cuda --sizes 480 --frames 14 --warmup 4 --streams 1 4 16 --run torch:fp32 --run torch:bf16 --run torch:fp16)
-step bench_published 160 "$PY" -m runtime.bench.cli "${common[@]}" --objects 1 4 --cuda-graphs on \
+# Timeouts from the first run (H200, 2026-11-27): environment 12 s, CUDA tests 68 s; the
+# published bench did 5 (streams, objects) points in 160 s, the small one 2 in 70 s, the
+# compiled one 84 s. So the matrix is: published streams 1/4/16 with 1 object, published 4
+# streams with 4 objects, small streams 1/16 with 1 object.
+common=(--device cuda --sizes 480 --frames 14 --warmup 4 --run torch:fp32 --run torch:bf16 --run torch:fp16
+  --cuda-graphs on)
+step bench_published 135 "$PY" -m runtime.bench.cli "${common[@]}" --streams 1 4 16 --objects 1 \
   --out "$out/published"
-step bench_small 70 "$PY" -m runtime.bench.cli "${common[@]}" --objects 1 4 --cuda-graphs on \
+step bench_published_objects 45 "$PY" -m runtime.bench.cli "${common[@]}" --streams 4 --objects 4 \
+  --out "$out/published_objects"
+step bench_small 75 "$PY" -m runtime.bench.cli "${common[@]}" --streams 1 16 --objects 1 \
   --checkpoint weights/stmae_small_davis240_v2.pth --out "$out/small"
-step bench_published_compiled 90 "$PY" -m runtime.bench.cli --device cuda --sizes 480 --frames 14 --warmup 4 \
+step bench_published_compiled 95 "$PY" -m runtime.bench.cli --device cuda --sizes 480 --frames 14 --warmup 4 \
   --streams 1 16 --run torch:bf16 --objects 1 --cuda-graphs on --compile on --sequential off \
   --out "$out/published_compiled"
 "$PY" benchmarks/gpu_table.py "$out"

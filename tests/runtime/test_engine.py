@@ -159,7 +159,13 @@ def test_cuda_graphs_equal_eager(small_model, compile_):
     for name in videos:
         for g, e in zip(results[True][name], results[False][name]):
             torch.testing.assert_close(g.prob, e.prob, rtol=1e-3, atol=1e-3)
-            assert (g.labels != e.labels).mean() < 1e-3
+            # Labels must agree wherever eager's two likeliest channels are more than 4e-3
+            # apart. Closer than that, the reordered float sums of torch.compile's fusions
+            # may flip the argmax: on an H200 0.23% of stream a's pixels flipped at 0.4303
+            # vs 0.4315, and this random model's two objects tie on most of stream a.
+            top2 = e.prob.float().topk(2, dim=0).values
+            decided = ((top2[0] - top2[1]) > 4e-3).cpu().numpy()
+            assert np.array_equal(g.labels[decided], e.labels[decided])
 
 
 class SegmentOnly:
