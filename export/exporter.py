@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from runtime.backends.ort_backend import OrtBackend
+from runtime.backends.ort_backend import OrtBackend, available_cpu_cores
 from runtime.backends.torch_backend import TorchBackend
 from runtime.config import SessionConfig
 from runtime.transforms import FrameGeometry
@@ -54,6 +54,7 @@ from .clips import Clip, folder_clip, record_graph_inputs, synthetic_clip
 from .config import ExportConfig
 from .fp32_islands import key_encoder_fp32_nodes, mask_autoencoder_fp32_nodes
 from .graphs import check_graph, export_key_encoder, export_mask_autoencoder, graph_io, save_model
+from .int8_layout import choose_cpu_layout
 from .precision import PrecisionToolMissing, convert_fp16, quantize_int8
 from .trt_compat import check_tensorrt_compatibility
 
@@ -274,13 +275,26 @@ def _build(config, model, model_config, checkpoint_sha, calib, calib_cfg, verify
                     continue
                 details[name] = _converted(seconds, f"int8_{name}", quantize_int8, fp32[name], final[name], feeds, keep,
                                            config.quantizer)
+                if config.quantizer == "onnxruntime":  # the CPU layout: time both weight layouts here
+                    layout = _timed(seconds, f"layout_{name}", choose_cpu_layout, final[name], feeds[0],
+                                    ORT_DISABLED_OPTIMIZERS["int8"], available_cpu_cores())
+                    details[name]["convolution_layout"] = layout
+                    if "timed_ms" in layout:
+                        log(f"{name}: int8 convolutions with {layout['layout'].split(' (')[0]} "
+                            f"({layout['timed_ms']['symmetric']} ms symmetric, "
+                            f"{layout['timed_ms']['zero_point_1']} ms zero point 1, here)")
         for path in final.values():
             _checked(path)
 
     problems = [p for path in final.values() for p in check_tensorrt_compatibility(path)]
     verification["tensorrt_operator_check"] = {"source": "onnx-tensorrt docs/operators.md (TensorRT 10.15)",
                                                "problems": problems}
-    if problems:
+    cpu_int8 = precision == "int8" and config.target == "cpu"
+    if problems and cpu_int8:
+        # The CPU int8 layout is for ONNX Runtime (its weights may have zero point 1, which
+        # TensorRT refuses): recorded, not refused; --target tensorrt makes the TensorRT layout.
+        verification["tensorrt_operator_check"]["applies"] = "no: --target cpu (use --target tensorrt for TensorRT)"
+    elif problems:
         raise ExportError("the graphs would not build with TensorRT: " + "; ".join(problems[:10]))
 
     manifest = ExportManifest(

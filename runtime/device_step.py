@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from stmae.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from stmae.kernels.topk import topk_readout
-from stmae.readout import to_key_size
+from stmae.readout import cpu_bf16_products, to_key_size
 
 from .backends.base import KeyFeatures
 from .transforms import FrameGeometry
@@ -208,6 +208,9 @@ class DeviceStep:
         self.top_k = top_k
         self.channels_last = channels_last
         self.batched_objects = hasattr(backend, "segment_logits")
+        # A backend may allow bf16 products in its CPU readout (ONNX Runtime int8 exports:
+        # see stmae.readout.cpu_bf16_products); every other backend reads in float32.
+        self.bf16_products = bool(getattr(backend, "readout_bf16_products", False))
         self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
@@ -240,13 +243,14 @@ class DeviceStep:
         keys = state.keys[:, :, : width * p]
         values = state.values[:, :, : width * p]
         query = f16.flatten(2)
-        if all_valid:
-            coarse = readout(query, keys, values, None, None, self.top_k)
-        else:
-            frame = state.slot_frame[:, None, :width]
-            valid = state.slot_valid[:, None, :width] & (frame >= state.group_since[:, :, None])
-            coarse = readout(query, keys, values, valid, state.object_group, self.top_k)
-            coarse = coarse * state.object_valid[:, :, None]
+        with cpu_bf16_products(self.bf16_products and query.device.type == "cpu"):
+            if all_valid:
+                coarse = readout(query, keys, values, None, None, self.top_k)
+            else:
+                frame = state.slot_frame[:, None, :width]
+                valid = state.slot_valid[:, None, :width] & (frame >= state.group_since[:, :, None])
+                coarse = readout(query, keys, values, valid, state.object_group, self.top_k)
+                coarse = coarse * state.object_valid[:, :, None]
         return coarse.view(s, state.objects, *state.key_size)
 
     def segment(self, state: BucketState, image: torch.Tensor, features: KeyFeatures, coarse: torch.Tensor,

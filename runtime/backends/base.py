@@ -41,7 +41,9 @@ class KeyFeatures:
 @runtime_checkable
 class Backend(Protocol):
     """name: e.g. 'torch', 'onnxruntime', 'tensorrt'; device: where tensors live;
-    precision: 'fp32', 'fp16', 'bf16' or 'int8' (what the convolutions run in)."""
+    precision: 'fp32', 'fp16', 'bf16' or 'int8' (what the convolutions run in).
+    Optional: readout_bf16_products (bool, default False): the CPU memory readout may
+    multiply bf16-rounded keys (float32 accumulation); set by ONNX Runtime int8 exports."""
 
     name: str
     device: torch.device

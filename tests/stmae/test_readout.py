@@ -132,3 +132,41 @@ def test_key_dtype_similarity_on_cuda_matches_the_upcast_product():  # pragma: n
         ref = torch.bmm(query.transpose(1, 2).double(), keys.double())
         assert sim.dtype == torch.float32
         assert float((sim.double() - ref).abs().max()) < 1e-2
+
+
+def test_cpu_bf16_products_rounds_operands_and_restores_the_mode():
+    """Under the switch a float32 CPU similarity equals the product of bf16-rounded
+    operands with float32 accumulation (on CPUs whose oneDNN has bf16), the previous
+    mode comes back on exit (also after an error), and enabled=False changes nothing."""
+    from stmae.readout import cpu_bf16_products
+
+    matmul = torch.backends.mkldnn.matmul
+    before = matmul.fp32_precision
+    g = torch.Generator().manual_seed(0)
+    query = torch.randn(1, 256, 300, generator=g).relu()
+    keys = torch.randn(1, 256, 900, generator=g).relu()
+    exact = torch.bmm(query.double().transpose(1, 2), keys.double())
+    rounded = torch.bmm(query.bfloat16().double().transpose(1, 2), keys.bfloat16().double())
+    with cpu_bf16_products(False):
+        assert matmul.fp32_precision == before
+        off = similarity(keys, query)
+    torch.testing.assert_close(off.double(), exact, rtol=1e-5, atol=1e-4)
+    with pytest.raises(RuntimeError):
+        with cpu_bf16_products():
+            assert matmul.fp32_precision == "bf16"
+            on = similarity(keys, query)
+            raise RuntimeError("inside")
+    assert matmul.fp32_precision == before
+    assert on.dtype == torch.float32
+    if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        pytest.skip("this CPU's oneDNN has no bf16: the switch leaves float32 products")
+    torch.testing.assert_close(on.double(), rounded, rtol=1e-5, atol=1e-3)
+    assert (on.double() - exact).abs().max() > 10 * (off.double() - exact).abs().max()
+
+
+def test_channel_softmax_equals_softmax():
+    from stmae.aggregate import channel_softmax
+
+    x = torch.randn(2, 4, 8, 9) * 30
+    x[0, 1] = float("-inf")  # a masked channel reads 0
+    torch.testing.assert_close(channel_softmax(x), torch.softmax(x, dim=1), rtol=1e-6, atol=1e-7)
