@@ -129,8 +129,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 def _run(prog: str, body: Callable[[], int | None]) -> int:
     """Run a command body; turn errors into one line on stderr and an exit status (the
     body's own status, if it returns one)."""
+    from .interrupt import deferred_sigint
+
     try:
-        status = body()
+        with deferred_sigint():  # Ctrl-C is taken between frames (runtime.interrupt)
+            status = body()
     except _user_errors() as exc:
         text = " ".join(line.strip() for line in str(exc).strip().splitlines())  # one line, always
         print(f"{prog}: error: {text}", file=sys.stderr)

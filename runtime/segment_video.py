@@ -27,6 +27,7 @@ from .engine import EngineOptions
 from .errors import InputError, output_refusals_as_input_errors
 from .frames import FrameFolder, VideoFile, natural_key, open_frames
 from .mask_io import VOID_LABEL, existing_masks, read_mask, write_mask
+from .interrupt import checkpoint
 from .overlap import BackgroundWriter, Prefetcher
 from .overlay import OverlayWriter
 from .session import VideoSession
@@ -251,6 +252,7 @@ def segment_video(
     try:
         with Prefetcher(frames, depth=2) as decoded:
             for name, frame in decoded:
+                checkpoint()  # a Ctrl-C stops here, between frames (runtime.interrupt)
                 mask = annotations.masks.get(name)
                 objects = None
                 if mask is not None:

@@ -24,6 +24,7 @@ from typing import Callable
 
 from ..engine import EngineOptions, StreamEngine
 from ..mask_io import write_mask
+from ..interrupt import checkpoint
 from ..overlap import Prefetcher
 from ..segment_video import Annotations, labels_present
 from ..session import check_step_input
@@ -71,6 +72,7 @@ class StreamBatch:
         for job in jobs:
             results.extend(self._open(job, received))
         while self.videos and not results:
+            checkpoint()  # a Ctrl-C stops here, between steps (runtime.interrupt)
             results = self._step()
         return results
 

@@ -31,6 +31,7 @@ from ..backends.base import Backend
 from ..config import SessionConfig
 from ..errors import InputError
 from ..mask_io import write_mask
+from ..interrupt import checkpoint
 from ..overlap import BackgroundWriter
 from ..overlay import OverlayWriter
 from ..session import VideoSession
@@ -204,6 +205,7 @@ def segment_live(
     capture.start()
     try:
         while max_frames is None or summary.segmented < max_frames:
+            checkpoint()  # a Ctrl-C stops here, between frames (runtime.interrupt)
             if duration is not None and time.perf_counter() - start >= duration:
                 break
             item = sink.get()
