@@ -9,8 +9,8 @@ python3 has OpenCV but no PyAV) decodes them back into a DAVIS layout of JPEGs t
 Usage:
   python benchmarks/gpu_data_pack.py pack DAVIS_ROOT RESOLUTION OUT_DIR [--exclude SEQ ...]
   python3 benchmarks/gpu_data_pack.py unpack PACK_DIR OUT_ROOT
-Writes the PSNR of every video's round trip (pack: none; unpack: against nothing, it
-checks frame counts and sizes only). Exit 2 with one line on bad input.
+unpack checks every video's frame count (a decoder that drops frames is refused). Exit 2
+with one line on bad input.
 """
 
 from __future__ import annotations
