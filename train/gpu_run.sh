@@ -13,7 +13,10 @@
 #   RUN_DIR:  the stmae-train run folder (checkpoints, train_log.csv)
 #   SECONDS:  wall-clock budget for everything, unpacking and export included
 # Writes RUN_DIR/weights_fp16.pth (stmae-train export-weights) at the end. BATCH, WORKERS,
-# DEVICE and PROBE_S override the batch (16), loader workers (14), device (cuda), probe (45 s).
+# DEVICE, PROBE_S, LR and FRAMES override the batch (16), loader workers (14), device
+# (cuda), probe (45 s), base lr at batch 32 (1e-3, i.e. 5e-4 at batch 16) and clip length
+# (8). The first H200 run used the defaults and made the model worse; weights/README.md
+# suggests LR=6e-4 FRAMES=5 next (3e-4 at batch 16, the stage 3 lr per clip).
 set -uo pipefail
 if [ $# -ne 3 ]; then
   echo "usage: train/gpu_run.sh PACK_DIR RUN_DIR SECONDS" >&2
@@ -35,8 +38,8 @@ recipe=(--init-checkpoint weights/stmae_small_davis240_v2.pth --davis "$data" --
   --exclude car-turn elephant motocross-bumps surf train
   --repeats 8 --synthetic-clips 40 --composite-clips 160 --composite-objects 2 --max-objects 3
   --hue-shift 0.5 --channel-shuffle 0.3 --grayscale 0.1
-  --frames 8 --crop 224 224 --gap-start 4 --gap-end 12
-  --batch-size "${BATCH:-16}" --num-workers "${WORKERS:-14}" --lr 1e-3 --base-batch 32 --warmup 50 --grad-clip 1.0
+  --frames "${FRAMES:-8}" --crop 224 224 --gap-start 4 --gap-end 12
+  --batch-size "${BATCH:-16}" --num-workers "${WORKERS:-14}" --lr "${LR:-1e-3}" --base-batch 32 --warmup 50 --grad-clip 1.0
   --seed 2026 --device "${DEVICE:-cuda}" --precision bf16
   --checkpoint-every 0 --checkpoint-minutes 1 --log-every 10 --no-progress --output "$run")
 
