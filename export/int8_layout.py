@@ -61,16 +61,13 @@ def shift_weight_zero_points(model: onnx.ModelProto) -> int:
 def time_graph(path: str | Path, feed: dict[str, np.ndarray], disabled_optimizers: Sequence[str],
                threads: int | None = None, runs: int = 3) -> float:
     """Median milliseconds of ``runs`` CPU-provider runs of the graph at ``path`` on ``feed``
-    (after one untimed run), with the runtime's optimization level and disabled optimizers."""
+    (after one untimed run), with the runtime's CPU session options and the given disabled
+    optimizers (``threads``: intra-op threads, default the usable cores)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()  # as runtime.backends.ort_backend opens CPU sessions
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.log_severity_level = 3
-    options.inter_op_num_threads = 1
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    if threads:
-        options.intra_op_num_threads = threads
+    from runtime.backends.ort_backend import available_cpu_cores, session_options
+
+    options = session_options(ort, threads or available_cpu_cores(), allow_spinning=False)
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"],
                                    disabled_optimizers=list(disabled_optimizers))
     session.run(None, feed)

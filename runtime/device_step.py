@@ -208,9 +208,10 @@ class DeviceStep:
         self.top_k = top_k
         self.channels_last = channels_last
         self.batched_objects = hasattr(backend, "segment_logits")
-        # A backend may allow bf16 products in its CPU readout (ONNX Runtime int8 exports:
+        # A CPU backend may allow bf16 products in its readout (ONNX Runtime int8 exports:
         # see stmae.readout.cpu_bf16_products); every other backend reads in float32.
-        self.bf16_products = bool(getattr(backend, "readout_bf16_products", False))
+        self.bf16_products = bool(getattr(backend, "readout_bf16_products", False)) and \
+            torch.device(backend.device).type == "cpu"
         self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
@@ -243,7 +244,7 @@ class DeviceStep:
         keys = state.keys[:, :, : width * p]
         values = state.values[:, :, : width * p]
         query = f16.flatten(2)
-        with cpu_bf16_products(self.bf16_products and query.device.type == "cpu"):
+        with cpu_bf16_products(self.bf16_products):
             if all_valid:
                 coarse = readout(query, keys, values, None, None, self.top_k)
             else:

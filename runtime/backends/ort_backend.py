@@ -84,6 +84,20 @@ def available_cpu_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+def session_options(ort, intra_op_threads: int, allow_spinning: bool):
+    """The SessionOptions every session of this backend gets (``ort``: the onnxruntime
+    module): ``intra_op_threads`` threads, one inter-op thread, all graph optimizations,
+    warnings off, spin-waiting only if ``allow_spinning``. ``export.int8_layout`` times
+    candidate graphs with the same options."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+    return options
+
+
 def _resolve_device(device: str | torch.device) -> torch.device:
     try:
         dev = torch.device(device)
@@ -200,13 +214,8 @@ class OrtBackend:
         }
         if intra_op_threads is not None and (not isinstance(intra_op_threads, int) or intra_op_threads < 1):
             raise ValueError(f"intra_op_threads must be a positive integer, got {intra_op_threads!r}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = intra_op_threads or available_cpu_cores()
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3
         self.allow_spinning = device.type != "cpu" if allow_spinning is None else bool(allow_spinning)
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.allow_spinning else "0")
+        options = session_options(ort, intra_op_threads or available_cpu_cores(), self.allow_spinning)
         self.threads = options.intra_op_num_threads
         self._sessions = {}
         self.provider_options: dict[str, list[tuple[str, dict]]] = {}
