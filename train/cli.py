@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--composite-clips", type=int,
                    help="multi-object clips per epoch, pasting objects cut from other videos' first frames")
     g.add_argument("--composite-objects", type=int, help="most pasted objects per composite clip (default 2)")
+    g.add_argument("--region-clips", type=int,
+                   help="clips per epoch starting at any frame, labelled with colour regions of that frame (default 0)")
     g.add_argument("--hue-shift", type=float, help="per-clip hue rotation, fraction of a turn (0..0.5; default 0)")
     g.add_argument("--channel-shuffle", type=float, help="probability of a per-clip RGB permutation (default 0)")
     g.add_argument("--grayscale", type=float, help="probability of a grayscale clip (default 0, plus the recipe's 5%%)")
@@ -107,6 +109,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ("num_workers", args.num_workers), ("composite_clips", args.composite_clips),
         ("composite_objects", args.composite_objects), ("hue_shift", args.hue_shift),
         ("channel_shuffle", args.channel_shuffle), ("grayscale", args.grayscale),
+        ("region_clips", args.region_clips),
     ]:
         _set(data, key, value)
     optim = dict(base.get("optim", {}))

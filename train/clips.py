@@ -21,6 +21,7 @@ from stmae.synthetic import ClipSpec, generate_clip
 from .augment import colour_jitter_clip, colour_shortcut_clip, sample_warp, warp_image, warp_labels
 from stmae.composite import Donor, composite_clip
 from .config import DataConfig
+from .regions import region_labels
 from .video_folders import VideoEntry, list_videos, read_labels, read_rgb
 
 # An object smaller than this fraction of the crop after augmentation is dropped.
@@ -118,8 +119,10 @@ def augment_clip(
 class OneShotClips(Dataset):
     """The epoch's clip list: every real video ``repeats`` times, then ``synthetic_clips``
     synthetic clips, then ``composite_clips`` multi-object clips (objects cut from other
-    videos' first frames pasted into a real video). ``max_gap(epoch)`` gives the gap
-    schedule. Only first-frame annotations are ever opened."""
+    videos' first frames pasted into a real video), then ``region_clips`` clips that start
+    at any frame of a real video with self-made colour-region labels (train/regions.py).
+    ``max_gap(epoch)`` gives the gap schedule. Only first-frame annotations are ever
+    opened."""
 
     def __init__(self, cfg: DataConfig, seed: int, max_gap: Callable[[int], int]) -> None:
         self.cfg = cfg
@@ -139,7 +142,7 @@ class OneShotClips(Dataset):
         return len(self.videos) * self.cfg.repeats
 
     def __len__(self) -> int:
-        return self.num_real + self.cfg.synthetic_clips + self.cfg.composite_clips
+        return self.num_real + self.cfg.synthetic_clips + self.cfg.composite_clips + self.cfg.region_clips
 
     def _real_clip(self, rng: np.random.Generator, video: VideoEntry, epoch: int):
         picks = frame_indices(rng, len(video.frames), self.cfg.num_frames, self.max_gap(epoch))
@@ -174,6 +177,18 @@ class OneShotClips(Dataset):
         clip = composite_clip(rng, frames, labels, donors)
         return list(clip.frames), clip.first_labels, f"composite-{base.name}+" + "+".join(clip.names)
 
+    def _region_clip(self, rng: np.random.Generator, epoch: int):
+        """Frames from a random start frame of a random video, played forwards or
+        backwards; frame 0's labels are colour regions of that frame (no annotation)."""
+        video = self.videos[int(rng.integers(len(self.videos)))]
+        length = len(video.frames)
+        order = list(range(length)) if rng.random() < 0.5 else list(range(length - 1, -1, -1))
+        start = int(rng.integers(0, max(1, length - self.cfg.num_frames + 1)))
+        rest = order[start:]
+        picks = [rest[i] for i in frame_indices(rng, len(rest), self.cfg.num_frames, self.max_gap(epoch))]
+        frames = [read_rgb(video.frames[i]) for i in picks]
+        return frames, region_labels(rng, frames[0], self.cfg.max_objects), f"regions-{video.name}-{picks[0]}"
+
     def __getitem__(self, request: ClipRequest) -> ClipSample:
         epoch, index = request
         if not 0 <= index < len(self):
@@ -183,6 +198,8 @@ class OneShotClips(Dataset):
             video = self.videos[index % len(self.videos)]
             frames, labels = self._real_clip(rng, video, epoch)
             name = video.name
+        elif index >= self.num_real + self.cfg.synthetic_clips + self.cfg.composite_clips:
+            frames, labels, name = self._region_clip(rng, epoch)
         elif index >= self.num_real + self.cfg.synthetic_clips:
             frames, labels, name = self._composite(rng, epoch)
         else:

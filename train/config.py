@@ -41,6 +41,8 @@ class DataConfig:
     composite_clips: multi-object clips per epoch, made by pasting objects cut from other
     videos' first frames into a real video (stmae/composite.py; new clips every epoch);
     composite_objects: at most this many pasted objects per composite clip;
+    region_clips: clips per epoch that start at a random frame of a real video, labelled
+    with colour regions found in that frame (train/regions.py; no annotation is read);
     num_frames: T, frames per clip (the first is the annotated frame);
     max_objects: at most this many objects of frame 0's mask per clip;
     crop_size: (height, width) of the training crops, multiples of 16;
@@ -65,6 +67,7 @@ class DataConfig:
     synthetic_clips: int = 0
     composite_clips: int = 0
     composite_objects: int = 2
+    region_clips: int = 0
     num_frames: int = 8
     max_objects: int = 3
     crop_size: tuple[int, int] = (384, 384)
@@ -95,6 +98,9 @@ class DataConfig:
         _non_negative_int("synthetic_clips", self.synthetic_clips)
         _non_negative_int("composite_clips", self.composite_clips)
         _positive_int("composite_objects", self.composite_objects)
+        _non_negative_int("region_clips", self.region_clips)
+        if self.region_clips and not (self.davis_roots or self.youtube_roots):
+            raise ValueError("region_clips need real videos (DAVIS or YouTube-VOS roots) to start from")
         if self.composite_clips and not (self.davis_roots or self.youtube_roots):
             raise ValueError("composite_clips need real videos (DAVIS or YouTube-VOS roots) to cut objects from")
         if not 0 <= self.hue_shift <= 0.5:
