@@ -1,5 +1,6 @@
 """``stmae-train`` / ``python -m train`` / ``torchrun --nproc_per_node=N -m train``, and
-``stmae-train export-weights CHECKPOINT --out FILE`` (a run's checkpoint -> a shippable file).
+``stmae-train export-weights CHECKPOINT --out FILE`` (a run's checkpoint -> a shippable file),
+``stmae-train average-weights CKPT CKPT... --out FILE`` (the mean of several checkpoints).
 
 Exits non-zero with one message line on bad input (no traceback).
 """
@@ -24,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="One-shot (cycle) training of STMAE on first-frame masks. Run under "
         "torchrun for several processes (NCCL on GPUs, gloo on CPUs). "
         "'stmae-train export-weights CHECKPOINT --out FILE' turns a run's checkpoint into the "
-        "file users run (see 'stmae-train export-weights --help').",
+        "file users run (see 'stmae-train export-weights --help'); 'stmae-train average-weights "
+        "CKPT CKPT... --out FILE' writes the mean of several (see its --help).",
     )
     p.add_argument("--config", help="a JSON TrainConfig (as written to <output>/train_config.json); "
                    "the flags below override it")
@@ -179,10 +181,46 @@ def export_weights_main(argv: list[str]) -> int:
     return 0
 
 
+def build_average_weights_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stmae-train average-weights",
+        description="Write the uniform mean of several checkpoints of one architecture (snapshots of "
+        "one run, or runs fine-tuned from the same weights) as a model-only checkpoint, like "
+        "export-weights. The file records which checkpoints were averaged (sha256, step).",
+    )
+    p.add_argument("checkpoints", nargs="+", help="two or more checkpoints (training or model-only)")
+    p.add_argument("--out", required=True, help="the .pth file to write")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"],
+                   help="storage dtype of the tensors (default float16; loaded back as float32)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a checkpoint this toolkit wrote")
+    return p
+
+
+def average_weights_main(argv: list[str]) -> int:
+    args = build_average_weights_parser().parse_args(argv)
+    try:
+        from .average_weights import average_weights
+
+        done = average_weights(args.checkpoints, args.out, args.dtype, args.overwrite)
+    except ValueError as exc:  # CheckpointError and OutputError are ValueErrors
+        print(f"stmae-train average-weights: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"stmae-train average-weights: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
+              file=sys.stderr)
+        return 1
+    print(f"stmae-train average-weights: wrote {done.path} ({done.size_bytes / 1e6:.1f} MB, {done.dtype}, "
+          f"mean of {len(args.checkpoints)} checkpoints, processing size {done.processing_size or 'unrecorded'})")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["export-weights"]:
         return export_weights_main(argv[1:])
+    if argv[:1] == ["average-weights"]:
+        return average_weights_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)

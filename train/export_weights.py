@@ -34,8 +34,11 @@ class ExportedWeights:
     dtype: str
 
 
-def _check_target(source: Path, target: Path, overwrite: bool) -> None:
-    refuse_alias(target, "--out", {"CHECKPOINT": source}, folder_output=False)
+def check_target(sources: list[Path], target: Path, overwrite: bool) -> None:
+    """Refuse an --out that is one of ``sources``, a folder, a file this toolkit did not
+    write (even with --overwrite), an existing file without --overwrite, or unwritable."""
+    refuse_alias(target, "--out", {"CHECKPOINT" if len(sources) == 1 else f"CHECKPOINT {i + 1}": s
+                                   for i, s in enumerate(sources)}, folder_output=False)
     if target.is_dir():
         raise OutputError(f"--out {target} is a folder; give the path of the .pth file to write")
     if target.exists():
@@ -66,7 +69,7 @@ def export_weights(source: str | Path, target: str | Path, dtype: str = "float16
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"--dtype {dtype} is not one of {', '.join(STORAGE_DTYPES)}")
     source, target = Path(source), Path(target)
-    _check_target(source, target, overwrite)
+    check_target([source], target, overwrite)
     written = export_model_only(source, target, storage_dtype=STORAGE_DTYPES[dtype],
                                 processing_size=processing_size)
     return ExportedWeights(target, target.stat().st_size, written.get("trained_steps"),

@@ -1,0 +1,91 @@
+"""``stmae-train average-weights``: several checkpoints of one architecture -> their mean.
+
+Fine-tuning from scratch-trained weights on a few videos moves the held-out score by up
+to 0.15 J&F between checkpoints a few hundred steps apart. The uniform mean of several
+such checkpoints (stochastic weight averaging across one run's snapshots, or a "model
+soup" of runs that started from the same weights) is flatter and steadier than any one of
+them. Floating-point tensors (weights and BatchNorm running statistics) are averaged in
+float64; integer buffers (BatchNorm's batch counter) keep their largest value.
+
+Refusals (``CheckpointError`` / ``OutputError`` / ``ValueError``, one line each): fewer
+than two sources; the same file twice; sources of different architectures or tensor
+shapes; an --out that is a source, or that exists and is not a toolkit checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from stmae.checkpoint import load_checkpoint, save_checkpoint
+from stmae.outputs import real_path
+
+from .export_weights import STORAGE_DTYPES, ExportedWeights, check_target
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Uniform mean of state dicts with the same keys and shapes. Floating tensors:
+    float64 mean cast back to the first state's dtype; other tensors: element-wise max."""
+    first = states[0]
+    out: dict[str, torch.Tensor] = {}
+    for key, ref in first.items():
+        if ref.is_floating_point():
+            acc = torch.zeros(ref.shape, dtype=torch.float64)
+            for state in states:
+                acc += state[key].double()
+            out[key] = (acc / len(states)).to(ref.dtype)
+        else:
+            out[key] = torch.stack([state[key] for state in states]).amax(dim=0)
+    return out
+
+
+def average_weights(sources: list[str | Path], target: str | Path, dtype: str = "float16",
+                    overwrite: bool = False) -> ExportedWeights:
+    """Write the mean network of ``sources`` (training or model-only checkpoints of one
+    architecture) to ``target`` in ``dtype`` storage, atomically. The file records which
+    files were averaged (name, sha256, step) under ``averaged_from``; its processing size
+    is the sources' own (they must agree)."""
+    if dtype not in STORAGE_DTYPES:
+        raise ValueError(f"--dtype {dtype} is not one of {', '.join(STORAGE_DTYPES)}")
+    paths = [Path(s) for s in sources]
+    if len(paths) < 2:
+        raise ValueError("give at least two checkpoints to average")
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if real_path(p) in seen:
+            raise ValueError(f"{p} is given twice (as {seen[real_path(p)]}); give each checkpoint once")
+        seen[real_path(p)] = p
+    target = Path(target)
+    check_target(paths, target, overwrite)
+    loaded = [load_checkpoint(p, device="cpu") for p in paths]
+    config = loaded[0].config
+    for p, item in zip(paths[1:], loaded[1:]):
+        if item.config != config:
+            raise ValueError(f"{p} has another architecture than {paths[0]}; only checkpoints of one "
+                             "architecture can be averaged")
+    sizes = {item.processing_size for item in loaded}
+    if len(sizes) > 1:
+        raise ValueError(f"the checkpoints record different processing sizes {sorted(map(str, sizes))}; "
+                         "average checkpoints trained at one size")
+    states = [{k: v.float() if v.is_floating_point() else v for k, v in item.model.state_dict().items()}
+              for item in loaded]
+    model = loaded[0].model
+    model.load_state_dict(average_states(states))
+    record = [{"file": p.name, "sha256": _sha256(p), "step": item.extra.get("it", item.extra.get("trained_steps"))}
+              for p, item in zip(paths, loaded)]
+    extra = {"averaged_from": record}
+    if isinstance(loaded[-1].extra.get("train_config"), dict):
+        extra["train_config"] = loaded[-1].extra["train_config"]
+    size = sizes.pop()
+    save_checkpoint(target, model.to(STORAGE_DTYPES[dtype]), extra=extra, processing_size=size)
+    return ExportedWeights(target, target.stat().st_size, None, size, dtype)
