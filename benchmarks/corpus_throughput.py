@@ -60,7 +60,7 @@ def main() -> None:
     if args.checkpoint == "published":
         checkpoint = published_checkpoint(work)
     else:
-        checkpoint = Path(args.checkpoint or Path(__file__).resolve().parents[1] / "weights" / "stmae_small_davis240_v2.pth")
+        checkpoint = Path(args.checkpoint or Path(__file__).resolve().parents[1] / "weights" / "stmae_small_davis240_v3.pth")
     jobs = dataset_jobs(args.davis, args.resolution)[: args.videos]
     config = SessionConfig(size=args.size)
     load = os.getloadavg()

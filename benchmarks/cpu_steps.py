@@ -192,7 +192,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--export-dir", type=Path, required=True, help="an fp32 stmae-export folder")
     p.add_argument("--int8-dir", type=Path, required=True, help="an int8 export made with --int8-quantizer onnxruntime")
-    p.add_argument("--checkpoint", default="weights/stmae_small_davis240_v2.pth", help="checkpoint for the segment loop")
+    p.add_argument("--checkpoint", default="weights/stmae_small_davis240_v3.pth", help="checkpoint for the segment loop")
     p.add_argument("--frames", type=Path, default=Path("../shared/data/DAVIS2016/JPEGImages/240p/bear"))
     p.add_argument("--mask", type=Path, default=Path("../shared/data/DAVIS2016/Annotations/240p/bear/00000.png"))
     p.add_argument("--session-frames", type=Path, default=Path("../shared/data/DAVIS2016/JPEGImages/480p/bear"))

@@ -61,7 +61,7 @@ step bench_published 135 "$PY" -m runtime.bench.cli "${common[@]}" --streams 1 4
 step bench_published_objects 45 "$PY" -m runtime.bench.cli "${common[@]}" --streams 4 --objects 4 \
   --out "$out/published_objects"
 step bench_small 75 "$PY" -m runtime.bench.cli "${common[@]}" --streams 1 16 --objects 1 \
-  --checkpoint weights/stmae_small_davis240_v2.pth --out "$out/small"
+  --checkpoint weights/stmae_small_davis240_v3.pth --out "$out/small"
 step bench_published_compiled 95 "$PY" -m runtime.bench.cli --device cuda --sizes 480 --frames 14 --warmup 4 \
   --streams 1 16 --run torch:bf16 --objects 1 --cuda-graphs on --compile on --sequential off \
   --out "$out/published_compiled"

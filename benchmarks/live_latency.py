@@ -48,7 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", required=True, help="folder of JPEG frames")
     parser.add_argument("--mask", required=True)
-    parser.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "weights" / "stmae_small_davis240_v2.pth"))
+    parser.add_argument("--checkpoint", default=str(Path(__file__).resolve().parents[1] / "weights" / "stmae_small_davis240_v3.pth"))
     parser.add_argument("--fps", type=float, default=25.0)
     parser.add_argument("--size", type=int, default=240)
     parser.add_argument("--threads", type=int, default=os.cpu_count())

@@ -9,7 +9,7 @@ mask with the runtime (``VideoSession``), and every object is scored with the DA
 protocol (first and last frames excluded). Copying the first mask to every frame is
 scored beside it.
 
-    python benchmarks/multi_object_eval.py --checkpoint weights/stmae_small_davis240_v2.pth \\
+    python benchmarks/multi_object_eval.py --checkpoint weights/stmae_small_davis240_v3.pth \\
         --dataset ../shared/data/DAVIS2016 --resolution 240p \\
         --sequences car-turn elephant motocross-bumps surf train --json out/multi_object.json
 

@@ -15,7 +15,7 @@ against float32 keys, and the readout's value error.
 itself in bf16/fp16, as ``--precision bf16`` does on CUDA) and compares those keys'
 top-k sets with the float32 network's: the end-to-end effect, not the readout's alone.
 
-weights: 'shipped' = weights/stmae_small_davis240_v2.pth; 'rule' = the published
+weights: 'shipped' = weights/stmae_small_davis240_v3.pth; 'rule' = the published
 architecture with the contract's rule weights (stmae.reference_weights).
 """
 
@@ -48,7 +48,7 @@ DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
 def load_model(weights: str) -> STMAE:
     if weights == "shipped":
-        return load_checkpoint(ROOT / "weights" / "stmae_small_davis240_v2.pth", device="cpu").model.eval()
+        return load_checkpoint(ROOT / "weights" / "stmae_small_davis240_v3.pth", device="cpu").model.eval()
     model = STMAE(preset("published"))
     model.load_state_dict(reference_weights_for(model))
     return model.eval()

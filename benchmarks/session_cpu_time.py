@@ -3,7 +3,7 @@
 time is what to compare across code versions on a shared machine (wall time swings with
 the other jobs). Usage:
 
-    PYTHONPATH=. python benchmarks/session_cpu_time.py --checkpoint weights/stmae_small_davis240_v2.pth \\
+    PYTHONPATH=. python benchmarks/session_cpu_time.py --checkpoint weights/stmae_small_davis240_v3.pth \\
         --frames-dir ../shared/data/DAVIS2016/JPEGImages/480p/bear \\
         --mask ../shared/data/DAVIS2016/Annotations/480p/bear/00000.png --size 240 --label after
 """

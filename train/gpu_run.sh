@@ -14,9 +14,9 @@
 #   SECONDS:  wall-clock budget for everything, unpacking and export included
 # Writes RUN_DIR/weights_fp16.pth (stmae-train export-weights) at the end. BATCH, WORKERS,
 # DEVICE, PROBE_S, LR and FRAMES override the batch (16), loader workers (14), device
-# (cuda), probe (45 s), base lr at batch 32 (1e-3, i.e. 5e-4 at batch 16) and clip length
-# (8). The first H200 run used the defaults and made the model worse; weights/README.md
-# suggests LR=6e-4 FRAMES=5 next (3e-4 at batch 16, the stage 3 lr per clip).
+# (cuda), probe (45 s), base lr at batch 32 (6e-4, i.e. 3e-4 at batch 16, the CPU stages'
+# lr per clip) and clip length (5). The first H200 run used lr 1e-3 and 8 frames and made
+# the model worse. The mixture is stage 4's (region clips included) at twice its epoch.
 set -uo pipefail
 if [ $# -ne 3 ]; then
   echo "usage: train/gpu_run.sh PACK_DIR RUN_DIR SECONDS" >&2
@@ -34,12 +34,12 @@ left() { echo $(( budget - ($(date +%s) - start) )); }
 if [ ! -d "$data/JPEGImages" ]; then
   "$PY" benchmarks/gpu_data_pack.py unpack "$pack" "$data" || exit 2
 fi
-recipe=(--init-checkpoint weights/stmae_small_davis240_v2.pth --davis "$data" --davis-resolution 240p
+recipe=(--init-checkpoint weights/stmae_small_davis240_v3.pth --davis "$data" --davis-resolution 240p
   --exclude car-turn elephant motocross-bumps surf train
-  --repeats 8 --synthetic-clips 40 --composite-clips 160 --composite-objects 2 --max-objects 3
+  --repeats 8 --synthetic-clips 40 --composite-clips 160 --composite-objects 2 --max-objects 3 --region-clips 200
   --hue-shift 0.5 --channel-shuffle 0.3 --grayscale 0.1
-  --frames "${FRAMES:-8}" --crop 224 224 --gap-start 4 --gap-end 12
-  --batch-size "${BATCH:-16}" --num-workers "${WORKERS:-14}" --lr "${LR:-1e-3}" --base-batch 32 --warmup 50 --grad-clip 1.0
+  --frames "${FRAMES:-5}" --crop 224 224 --gap-start 4 --gap-end 12
+  --batch-size "${BATCH:-16}" --num-workers "${WORKERS:-14}" --lr "${LR:-6e-4}" --base-batch 32 --warmup 50 --grad-clip 1.0
   --seed 2026 --device "${DEVICE:-cuda}" --precision bf16
   --checkpoint-every 0 --checkpoint-minutes 1 --log-every 10 --no-progress --output "$run")
 

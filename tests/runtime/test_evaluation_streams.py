@@ -20,7 +20,7 @@ from stmae import generate_clip, load_checkpoint
 
 from .conftest import write_frames
 
-TRAINED = Path(__file__).resolve().parents[2] / "weights" / "stmae_small_davis240_v2.pth"
+TRAINED = Path(__file__).resolve().parents[2] / "weights" / "stmae_small_davis240_v3.pth"
 LENGTHS = {"alpha": 7, "beta": 4, "gamma": 6, "delta": 5}
 
 

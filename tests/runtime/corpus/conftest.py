@@ -87,7 +87,7 @@ def frame_image(path: Path) -> np.ndarray:
 # ---- a corpus for --streams: videos of different lengths and object counts ----------------
 # The shipped trained model: a randomly initialised network leaves many pixels with channels
 # tied within float noise, where batching may flip a label (see tests/runtime/test_engine.py).
-TRAINED = Path(__file__).resolve().parents[3] / "weights" / "stmae_small_davis240_v2.pth"
+TRAINED = Path(__file__).resolve().parents[3] / "weights" / "stmae_small_davis240_v3.pth"
 STREAMS_CONFIG = SessionConfig(size=-1, mem_every=2, max_memory_frames=2, top_k=9)
 # name -> (frames, objects); "vid" is a video file; "late" gets object 2 at frame 2 from its masks folder.
 LENGTHS = {"alpha": (7, 1), "beta": (4, 3), "gamma": (6, 2), "late": (5, 2), "vid": (3, 1)}
