@@ -144,6 +144,15 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+def _add_output_args(p: argparse.ArgumentParser) -> None:
+    """--out, --dtype and --overwrite, shared by the weights-file commands."""
+    p.add_argument("--out", required=True, help="the .pth file to write")
+    p.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"],
+                   help="storage dtype of the tensors (default float16; loaded back as float32)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace --out if it is a checkpoint this toolkit wrote")
+
+
 def build_export_weights_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="stmae-train export-weights",
@@ -152,29 +161,32 @@ def build_export_weights_parser() -> argparse.ArgumentParser:
         "storage by default, the processing size and the run's train_config kept.",
     )
     p.add_argument("checkpoint", help="a training checkpoint (or any toolkit checkpoint)")
-    p.add_argument("--out", required=True, help="the .pth file to write")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"],
-                   help="storage dtype of the tensors (default float16; loaded back as float32)")
+    _add_output_args(p)
     p.add_argument("--processing-size", type=int,
                    help="shorter side the network should run at (default: the checkpoint's own)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace --out if it is a checkpoint this toolkit wrote")
     return p
+
+
+def _write_weights(prog: str, write) -> tuple[int, object]:
+    """Run ``write()`` (a weights-file command); bad input -> status 2, I/O -> 1, one line."""
+    try:
+        return 0, write()
+    except ValueError as exc:  # CheckpointError and OutputError are ValueErrors
+        print(f"{prog}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2, None
+    except OSError as exc:
+        print(f"{prog}: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1, None
 
 
 def export_weights_main(argv: list[str]) -> int:
     args = build_export_weights_parser().parse_args(argv)
-    try:
-        from .export_weights import export_weights
+    from .export_weights import export_weights
 
-        done = export_weights(args.checkpoint, args.out, args.dtype, args.processing_size, args.overwrite)
-    except ValueError as exc:  # CheckpointError and OutputError are ValueErrors
-        print(f"stmae-train export-weights: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"stmae-train export-weights: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
-        return 1
+    status, done = _write_weights("stmae-train export-weights", lambda: export_weights(
+        args.checkpoint, args.out, args.dtype, args.processing_size, args.overwrite))
+    if status:
+        return status
     step = f"step {done.step}, " if done.step is not None else ""
     print(f"stmae-train export-weights: wrote {done.path} ({done.size_bytes / 1e6:.1f} MB, {done.dtype}, "
           f"{step}processing size {done.processing_size or 'unrecorded'})")
@@ -189,27 +201,18 @@ def build_average_weights_parser() -> argparse.ArgumentParser:
         "export-weights. The file records which checkpoints were averaged (sha256, step).",
     )
     p.add_argument("checkpoints", nargs="+", help="two or more checkpoints (training or model-only)")
-    p.add_argument("--out", required=True, help="the .pth file to write")
-    p.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"],
-                   help="storage dtype of the tensors (default float16; loaded back as float32)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace --out if it is a checkpoint this toolkit wrote")
+    _add_output_args(p)
     return p
 
 
 def average_weights_main(argv: list[str]) -> int:
     args = build_average_weights_parser().parse_args(argv)
-    try:
-        from .average_weights import average_weights
+    from .average_weights import average_weights
 
-        done = average_weights(args.checkpoints, args.out, args.dtype, args.overwrite)
-    except ValueError as exc:  # CheckpointError and OutputError are ValueErrors
-        print(f"stmae-train average-weights: error: {str(exc).splitlines()[0]}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"stmae-train average-weights: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "),
-              file=sys.stderr)
-        return 1
+    status, done = _write_weights("stmae-train average-weights", lambda: average_weights(
+        args.checkpoints, args.out, args.dtype, args.overwrite))
+    if status:
+        return status
     print(f"stmae-train average-weights: wrote {done.path} ({done.size_bytes / 1e6:.1f} MB, {done.dtype}, "
           f"mean of {len(args.checkpoints)} checkpoints, processing size {done.processing_size or 'unrecorded'})")
     return 0
