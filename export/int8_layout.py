@@ -101,7 +101,7 @@ def choose_cpu_layout(path: str | Path, feed: dict[str, np.ndarray], disabled_op
         return {
             "layout": SHIFTED if ms_shifted < ms_symmetric else SYMMETRIC,
             "shifted_convolutions": count,
-            "timed_ms": {"symmetric": round(ms_symmetric, 1), "zero_point_1": round(ms_shifted, 1)},
+            "timed_ms": {"symmetric": round(ms_symmetric, 3), "zero_point_1": round(ms_shifted, 3)},
             "timed_on": shape,
         }
     finally:

@@ -119,8 +119,10 @@ def test_int8_onnxruntime_quantizer_runs_every_convolution_in_int8(int8_ort_quan
     for graph in ("key_encoder", "mask_autoencoder"):  # both weight layouts were timed, the faster kept
         layout = manifest.precision_details[graph]["convolution_layout"]
         assert layout["shifted_convolutions"] > 0 and set(layout["timed_ms"]) == {"symmetric", "zero_point_1"}
-        chosen = min(layout["timed_ms"], key=layout["timed_ms"].get)
-        assert layout["layout"] == (int8_layout.SHIFTED if chosen == "zero_point_1" else int8_layout.SYMMETRIC)
+        timed = layout["timed_ms"]
+        if timed["symmetric"] != timed["zero_point_1"]:  # a tie at the recorded precision says nothing
+            chosen = min(timed, key=timed.get)
+            assert layout["layout"] == (int8_layout.SHIFTED if chosen == "zero_point_1" else int8_layout.SYMMETRIC)
     _gate_passed_on_accuracy(manifest.to_dict())
     backend = OrtBackend.from_export_dir(out, device="cpu")
     image = torch.randn(1, 3, 64, 80)
