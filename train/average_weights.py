@@ -14,23 +14,15 @@ shapes; an --out that is a source, or that exists and is not a toolkit checkpoin
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import torch
 
 from stmae.checkpoint import load_checkpoint, save_checkpoint
+from runtime.export_manifest import sha256_file
 from stmae.outputs import real_path
 
 from .export_weights import STORAGE_DTYPES, ExportedWeights, check_target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def average_states(states: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
@@ -77,11 +69,9 @@ def average_weights(sources: list[str | Path], target: str | Path, dtype: str = 
     if len(sizes) > 1:
         raise ValueError(f"the checkpoints record different processing sizes {sorted(map(str, sizes))}; "
                          "average checkpoints trained at one size")
-    states = [{k: v.float() if v.is_floating_point() else v for k, v in item.model.state_dict().items()}
-              for item in loaded]
-    model = loaded[0].model
-    model.load_state_dict(average_states(states))
-    record = [{"file": p.name, "sha256": _sha256(p), "step": item.extra.get("it", item.extra.get("trained_steps"))}
+    model = loaded[0].model  # load_checkpoint gives float32 networks
+    model.load_state_dict(average_states([item.model.state_dict() for item in loaded]))
+    record = [{"file": p.name, "sha256": sha256_file(p), "step": item.extra.get("it", item.extra.get("trained_steps"))}
               for p, item in zip(paths, loaded)]
     extra = {"averaged_from": record}
     if isinstance(loaded[-1].extra.get("train_config"), dict):

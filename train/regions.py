@@ -27,8 +27,10 @@ _ITERATIONS = 8
 def _kmeans(rng: np.random.Generator, points: np.ndarray, k: int) -> np.ndarray:
     """(P, D) float32 -> (k', D) cluster centres (k' <= k); k-means++ seeding from ``rng``."""
     centres = [points[int(rng.integers(len(points)))]]
+    d2 = ((points - centres[0]) ** 2).sum(1)  # squared distance to the nearest centre so far
     for _ in range(1, k):
-        d2 = np.min([((points - c) ** 2).sum(1) for c in centres], axis=0)
+        if len(centres) > 1:
+            d2 = np.minimum(d2, ((points - centres[-1]) ** 2).sum(1))
         total = float(d2.sum())
         if total <= 0:
             break
@@ -47,11 +49,15 @@ def _assign(points: np.ndarray, centres: np.ndarray) -> np.ndarray:
     return ((points[:, None, :] - centres[None]) ** 2).sum(-1).argmin(1)
 
 
-def _features(image: np.ndarray, spatial: float) -> np.ndarray:
-    """(H, W, 3) uint8 RGB -> (H*W, 5) float32: Lab colour and position (scaled by
+def _lab(image: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W, 3) float32 Lab (OpenCV's 8-bit scaling)."""
+    return cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+
+
+def _features(lab: np.ndarray, spatial: float) -> np.ndarray:
+    """(H, W, 3) float32 Lab -> (H*W, 5) float32: Lab colour and position (scaled by
     ``spatial`` over the longer side), so the same centres apply at any size."""
-    h, w = image.shape[:2]
-    lab = cv2.cvtColor(image, cv2.COLOR_RGB2LAB).astype(np.float32)
+    h, w = lab.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     side = float(max(h, w))
     return np.concatenate(
@@ -80,11 +86,10 @@ def region_labels(rng: np.random.Generator, image: np.ndarray, max_regions: int)
     height, width = image.shape[:2]
     spatial = float(rng.uniform(20.0, 60.0))  # weight of position against colour
     small = cv2.resize(image, (max(8, width // _SCALE), max(8, height // _SCALE)), interpolation=cv2.INTER_AREA)
-    centres = _kmeans(rng, _features(cv2.GaussianBlur(small, (3, 3), 0), spatial), int(rng.integers(6, 13)))
+    centres = _kmeans(rng, _features(_lab(cv2.GaussianBlur(small, (3, 3), 0)), spatial), int(rng.integers(6, 13)))
     # one assignment step at full size: region edges follow the frame's own colour edges
-    blurred = cv2.GaussianBlur(image, (5, 5), 0)
-    ids = _assign(_features(blurred, spatial), centres).reshape(height, width)
-    lab = cv2.cvtColor(blurred, cv2.COLOR_RGB2LAB).astype(np.float32)
+    lab = _lab(cv2.GaussianBlur(image, (5, 5), 0))
+    ids = _assign(_features(lab, spatial), centres).reshape(height, width)
     ring_kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (11, 11))
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (7, 7))
     candidates = []

@@ -9,7 +9,6 @@ everything it needs travels in a picklable :class:`WorkerSetup`.
 from __future__ import annotations
 
 import copy
-import hashlib
 import os
 import socket
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from ..config import SessionConfig
 from ..errors import InputError
+from ..export_manifest import sha256_file
 from ..frames import FrameFolder, VideoFile, open_frames
 from .jobs import VideoJob
 from .records import clear_video, utc_now, write_record
@@ -42,14 +42,10 @@ class BackendSpec:
     def model_hash(self) -> str:
         """sha256 of the checkpoint file, or of the export's manifest.json."""
         path = Path(self.checkpoint) if self.name == "torch" else Path(self.export_dir or ".") / "manifest.json"
-        digest = hashlib.sha256()
         try:
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    digest.update(block)
+            return sha256_file(path)
         except OSError as exc:
             raise InputError(f"cannot read {path} ({exc.strerror})") from None
-        return digest.hexdigest()
 
     def with_device(self, device: str) -> "BackendSpec":
         return BackendSpec(self.name, self.checkpoint, self.export_dir, device, self.precision)
