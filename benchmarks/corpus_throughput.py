@@ -54,7 +54,7 @@ def main() -> None:
     from runtime.config import SessionConfig
     from runtime.corpus.jobs import dataset_jobs
     from runtime.corpus.run import run_corpus
-    from runtime.corpus.worker import BackendSpec, WorkerSetup, fingerprint_of
+    from runtime.corpus.worker_setup import BackendSpec, WorkerSetup, fingerprint_of
 
     work = Path(tempfile.mkdtemp(prefix="corpus-bench-"))
     if args.checkpoint == "published":

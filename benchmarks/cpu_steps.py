@@ -37,11 +37,11 @@ from runtime.bench.harness import read_rgb
 from runtime.bench.report import atomic_write_text
 from runtime.config import SessionConfig
 from runtime.export_manifest import load_manifest
-from runtime.frames import FrameFolder
-from runtime.mask_io import read_mask, write_mask
+from runtime.io.frames import FrameFolder
+from runtime.io.mask_io import read_mask, write_mask
 from runtime.segment_video import segment_video
-from runtime.session import VideoSession
-from runtime.transforms import channel_argmax
+from runtime.engine.session import VideoSession
+from runtime.engine.transforms import channel_argmax
 from stmae.readout import read_memory
 
 

@@ -60,7 +60,7 @@ def main() -> None:
     from runtime.config import SessionConfig
     from runtime.live.realtime import segment_live
     from runtime.live.source import StreamSource
-    from runtime.mask_io import read_mask
+    from runtime.io.mask_io import read_mask
 
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)

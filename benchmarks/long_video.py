@@ -24,7 +24,7 @@ import torch
 
 from runtime.backends import TorchBackend
 from runtime.config import SessionConfig
-from runtime.session import VideoSession
+from runtime.engine.session import VideoSession
 from stmae import STMAE, generate_clip, preset
 
 

@@ -29,10 +29,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.backends import create_backend  # noqa: E402
 from runtime.config import SessionConfig  # noqa: E402
-from runtime.frames import FrameFolder  # noqa: E402
-from runtime.mask_io import read_mask  # noqa: E402
+from runtime.io.frames import FrameFolder  # noqa: E402
+from runtime.io.mask_io import read_mask  # noqa: E402
 from runtime.metrics import evaluate_objects  # noqa: E402
-from runtime.session import VideoSession  # noqa: E402
+from runtime.engine.session import VideoSession  # noqa: E402
 from stmae.atomic import atomic_write_text  # noqa: E402
 from stmae.composite import Donor, composite_clip  # noqa: E402
 

@@ -18,9 +18,9 @@ import torch
 
 from runtime.backends import TorchBackend
 from runtime.config import SessionConfig
-from runtime.frames import FrameFolder
-from runtime.mask_io import read_mask
-from runtime.session import VideoSession
+from runtime.io.frames import FrameFolder
+from runtime.io.mask_io import read_mask
+from runtime.engine.session import VideoSession
 from stmae import load_checkpoint
 
 

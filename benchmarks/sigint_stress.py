@@ -29,7 +29,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import torch
 
-    from runtime.mask_io import write_mask
+    from runtime.io.mask_io import write_mask
     from stmae import STMAE, generate_clip
     from stmae.checkpoint import save_checkpoint
     from stmae.config import preset

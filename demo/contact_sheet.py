@@ -13,8 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.mask_io import davis_palette
-from runtime.overlay import blend
+from runtime.io.mask_io import davis_palette
+from runtime.io.overlay import blend
 from stmae.atomic import AtomicPath
 
 _WHITE = (255, 255, 255)

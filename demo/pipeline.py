@@ -20,10 +20,10 @@ from runtime.backends.factory import create_backend
 from runtime.bench.stats import StageTimer
 from runtime.config import MAX_SIZE, SessionConfig
 from runtime.export_manifest import ExportManifestError, load_manifest, sha256_file
-from runtime.frames import open_frames
-from runtime.mask_io import read_mask, write_mask
+from runtime.io.frames import open_frames
+from runtime.io.mask_io import read_mask, write_mask
 from runtime.metrics import evaluate_objects
-from runtime.session import VideoSession
+from runtime.engine.session import VideoSession
 from runtime.sizing import AUTO, resolve_size
 from stmae import generate_clip
 from stmae.atomic import atomic_write_text, remove_stale_temps

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.errors import BackendUnavailable
-from runtime.overlay import CommitOnExit, blend
+from runtime.io.overlay import CommitOnExit, blend
 from stmae.atomic import AtomicPath
 
 CODEC = "libvpx-vp9"

@@ -4,7 +4,7 @@ A clip is frames (T, H, W, 3) uint8 plus, where known, label maps (T, H, W) uint
 the toolkit's synthetic generator (exact masks), or a folder of frames with an optional
 folder of masks (e.g. a DAVIS sequence: ``JPEGImages/480p/bear`` + ``Annotations/480p/bear``).
 
-Graph inputs are recorded by running the PyTorch fp32 pipeline (:class:`runtime.session.
+Graph inputs are recorded by running the PyTorch fp32 pipeline (:class:`runtime.engine.session.
 VideoSession` over :class:`runtime.backends.torch_backend.TorchBackend`) through the clip,
 so the mask autoencoder is calibrated on the coarse masks that the real memory readout
 produces, not on made-up ones.
@@ -23,9 +23,9 @@ from runtime.backends.base import KeyFeatures
 from runtime.backends.torch_backend import TorchBackend
 from runtime.config import SessionConfig
 from runtime.errors import InputError
-from runtime.frames import FrameFolder
-from runtime.mask_io import read_mask
-from runtime.session import VideoSession
+from runtime.io.frames import FrameFolder
+from runtime.io.mask_io import read_mask
+from runtime.engine.session import VideoSession
 from stmae.network import STMAE
 from stmae.synthetic import ClipSpec, generate_clip
 

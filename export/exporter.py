@@ -34,7 +34,7 @@ import torch
 from runtime.backends.ort_backend import OrtBackend, available_cpu_cores
 from runtime.backends.torch_backend import TorchBackend
 from runtime.config import SessionConfig
-from runtime.transforms import FrameGeometry
+from runtime.engine.transforms import FrameGeometry
 from runtime.export_manifest import (
     CONTRACT_VERSION,
     GRAPH_FILES,

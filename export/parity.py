@@ -5,7 +5,7 @@
 - :func:`topk_sensitivity`: how a graph's f16 changes the memory readout (similarities
   near 1,000, top-k softmax): fraction of query positions whose top-k set changes, the
   readout's relative error, the largest similarity error.
-- :func:`pipeline_agreement`: two full runtime pipelines (:class:`runtime.session.
+- :func:`pipeline_agreement`: two full runtime pipelines (:class:`runtime.engine.session.
   VideoSession`) over a clip: mean IoU and pixel agreement of their masks, and the J&F of
   both against the clip's ground truth.
 """
@@ -21,7 +21,7 @@ import torch
 from runtime.backends.base import Backend
 from runtime.config import SessionConfig
 from runtime.metrics import evaluate_objects
-from runtime.session import VideoSession
+from runtime.engine.session import VideoSession
 from stmae.network import STMAE
 from stmae.readout import read_memory
 

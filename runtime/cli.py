@@ -102,7 +102,7 @@ def _backend(args: argparse.Namespace):
 
 def _backend_spec(args: argparse.Namespace):
     """What worker processes / Ray actors need to build the backend themselves."""
-    from .corpus.worker import BackendSpec
+    from .corpus.worker_setup import BackendSpec
 
     if args.backend == "torch" and not args.checkpoint:
         raise InputError("--checkpoint is required with --backend torch")
@@ -191,8 +191,8 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
             raise InputError("--realtime and --duration are for live sources (a stream URL, /dev/videoN or --camera N)")
         if args.max_frames is not None and args.max_frames < 1:
             raise InputError(f"--max-frames must be at least 1, got {args.max_frames}")
-        from .corpus.worker import first_frames
-        from .frames import open_frames
+        from .corpus.worker_setup import first_frames
+        from .io.frames import open_frames
         from .segment_video import check_output_folder, check_targets, load_annotations, segment_video
 
         size = _resolved_size(args)
@@ -241,7 +241,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
 
     def body() -> int | None:
         from .evaluation import RESULTS_CSV, check_eval_output, evaluate_sequences, read_split
-        from .frames import FrameFolder
+        from .io.frames import FrameFolder
 
         root = Path(args.dataset)
         if not root.is_dir():

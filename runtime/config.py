@@ -23,7 +23,7 @@ def _positive_int(name: str, value: object) -> None:
 
 @dataclass(frozen=True)
 class SessionConfig:
-    """How a :class:`runtime.session.VideoSession` schedules and reads its memory.
+    """How a :class:`runtime.engine.session.VideoSession` schedules and reads its memory.
 
     mem_every: a frame is written to the working memory every ``mem_every`` frames,
         counted from the first annotated frame (published: 5).

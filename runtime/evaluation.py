@@ -3,90 +3,25 @@
 Layout of a DAVIS root: ``JPEGImages/<resolution>/<seq>/*.jpg``,
 ``Annotations/<resolution>/<seq>/*.png`` (one per frame), ``ImageSets/<year>/<split>.txt``.
 Each sequence is segmented from its first annotation with a fresh
-:class:`runtime.session.VideoSession`, then scored with :mod:`runtime.metrics` (DAVIS
+:class:`runtime.engine.session.VideoSession`, then scored with :mod:`runtime.metrics` (DAVIS
 semi-supervised protocol: first and last frames excluded; dataset means over objects).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
-
-from stmae.atomic import atomic_write_text, remove_stale_temps
+from stmae.atomic import remove_stale_temps
 from stmae.outputs import prepare_output_folder, refuse_alias, write_record, written_by
 
 from .backends.base import Backend
 from .config import SessionConfig
 from .errors import InputError, output_refusals_as_input_errors
-from .frames import FrameFolder
-from .mask_io import existing_masks, read_mask, write_mask
-from .metrics import ObjectScore, evaluate_objects
-from .session import VideoSession
-
-
-@dataclass(frozen=True)
-class SequenceResult:
-    """Scores of one sequence: J and F are means over its objects, in [0, 1]."""
-
-    name: str
-    objects: tuple[ObjectScore, ...]
-    frames: int
-    seconds: float
-
-    @property
-    def J(self) -> float:
-        return float(np.mean([o.J for o in self.objects]))
-
-    @property
-    def F(self) -> float:
-        return float(np.mean([o.F for o in self.objects]))
-
-    @property
-    def JF(self) -> float:
-        return (self.J + self.F) / 2
-
-
-@dataclass(frozen=True)
-class EvalResult:
-    """Per-sequence results and dataset means over all objects (the DAVIS global score)."""
-
-    sequences: tuple[SequenceResult, ...]
-
-    def _objects(self) -> list[ObjectScore]:
-        return [o for s in self.sequences for o in s.objects]
-
-    @property
-    def J(self) -> float:
-        return float(np.mean([o.J for o in self._objects()]))
-
-    @property
-    def F(self) -> float:
-        return float(np.mean([o.F for o in self._objects()]))
-
-    @property
-    def JF(self) -> float:
-        return (self.J + self.F) / 2
-
-    def summary_line(self) -> str:
-        return f"J&F {self.JF:.4f}  J {self.J:.4f}  F {self.F:.4f}"
-
-    def csv_text(self) -> str:
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerow(["sequence", "J", "F", "J&F"])
-        for s in self.sequences:
-            writer.writerow([s.name, f"{s.J:.4f}", f"{s.F:.4f}", f"{s.JF:.4f}"])
-        return buf.getvalue()
-
-    def write_csv(self, path: str | Path) -> None:
-        """Write the per-sequence CSV (sequence, J, F, J&F) atomically."""
-        atomic_write_text(path, self.csv_text())
+from .io.mask_io import existing_masks, read_mask, write_mask
+from .sequence_scores import EvalResult, SequenceResult, named_sequence, open_sequence, score_sequence
+from .engine.session import VideoSession
 
 
 def read_split(dataset_root: str | Path, split: str, year: str | None = None) -> list[str]:
@@ -211,54 +146,11 @@ def evaluate_sequences(
     results = []
     for name in sequences:
         frames_dir, gt_dir = paths[name]
-        with _named(name):
+        with named_sequence(name):
             results.append(
                 _evaluate_one(backend, name, frames_dir, gt_dir, config, out, max_frames, on_frame)
             )
     return EvalResult(tuple(results))
-
-
-class _named:
-    """Prefix an InputError's message with the sequence it is about."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        if isinstance(exc, InputError) and not str(exc).startswith(f"sequence {self.name!r}"):
-            raise InputError(f"sequence {self.name!r}: {exc}") from None
-        return False
-
-
-def open_sequence(name: str, frames_dir: Path, gt_dir: Path, out: Path | None, max_frames: int | None):
-    """(frames, names to score, first mask, palette) of a sequence; checks that every
-    frame has an annotation and makes ``out/<name>/``."""
-    frames = FrameFolder(frames_dir)
-    names = frames.names[:max_frames] if max_frames else frames.names
-    missing = [n for n in names if not (gt_dir / f"{n}.png").is_file()]
-    if missing:
-        raise InputError(
-            f"sequence {name!r}: no annotation for {len(missing)} frame(s) (e.g. {gt_dir / missing[0]}.png); "
-            f"evaluation needs one per frame"
-        )
-    first_mask, palette = read_mask(gt_dir / f"{names[0]}.png")
-    if out is not None:
-        (out / name).mkdir(parents=True, exist_ok=True)
-    return frames, names, first_mask, palette
-
-
-def score_sequence(name: str, predictions: list, truths: list, seconds: float) -> SequenceResult:
-    """J and F of one sequence's predicted label maps against its annotations."""
-    try:
-        scores = evaluate_objects(predictions, truths)
-    except ValueError as exc:
-        raise InputError(f"sequence {name!r}: {exc}") from None
-    if not scores:
-        raise InputError(f"sequence {name!r}: the first annotation has no object")
-    return SequenceResult(name, tuple(scores), len(predictions), seconds)
 
 
 def _evaluate_one(

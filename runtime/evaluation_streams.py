@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Callable
 
 from .config import SessionConfig
-from .engine import EngineOptions, StreamEngine
-from .evaluation import SequenceResult, _named, open_sequence, score_sequence
-from .gpu_decode import frames_for
-from .mask_io import read_mask, write_mask
-from .session import check_step_input
+from .engine.stream_engine import EngineOptions, StreamEngine
+from .sequence_scores import SequenceResult, named_sequence, open_sequence, score_sequence
+from .engine.gpu_decode import frames_for
+from .io.mask_io import read_mask, write_mask
+from .engine.session import check_step_input
 
 
 class _Running:
@@ -53,7 +53,7 @@ def evaluate_streams(
     while waiting or running:
         while waiting and len(running) < streams:
             name = waiting.popleft()
-            with _named(name):
+            with named_sequence(name):
                 running[name] = _Running(name, open_sequence(name, *paths[name], out, max_frames), device)
             engine.add_stream(name)
         inputs = {}
@@ -62,7 +62,7 @@ def evaluate_streams(
             i = len(run.predictions)
             frame_name, frame = next(run.frames)
             frame_names[name] = frame_name
-            with _named(name):
+            with named_sequence(name):
                 inputs[name] = check_step_input(engine.schedule(name), frame, run.first_mask if i == 0 else None)
         for name, result in engine.step(inputs).items():
             run = running[name]

@@ -3,7 +3,7 @@
 The library function behind ``stmae-segment``: inputs are checked before anything is
 written, every PNG is written atomically, and the optional overlay video appears only
 when complete. Frames are decoded ahead and masks written behind the network's work, in
-background threads with bounded queues (:mod:`runtime.overlap`), so memory stays flat.
+background threads with bounded queues (:mod:`runtime.io.overlap`), so memory stays flat.
 """
 
 from __future__ import annotations
@@ -23,14 +23,14 @@ from stmae.outputs import (
 
 from .backends.base import Backend
 from .config import SessionConfig
-from .engine import EngineOptions
+from .engine.stream_engine import EngineOptions
 from .errors import InputError, output_refusals_as_input_errors
-from .frames import FrameFolder, VideoFile, natural_key, open_frames
-from .mask_io import VOID_LABEL, existing_masks, read_mask, write_mask
+from .io.frames import FrameFolder, VideoFile, natural_key, open_frames
+from .io.mask_io import VOID_LABEL, existing_masks, read_mask, write_mask
 from .interrupt import checkpoint
-from .overlap import BackgroundWriter, Prefetcher
-from .overlay import OverlayWriter
-from .session import VideoSession
+from .io.overlap import BackgroundWriter, Prefetcher
+from .io.overlay import OverlayWriter
+from .engine.session import VideoSession
 
 
 @dataclass(frozen=True)
@@ -240,7 +240,7 @@ def segment_video(
     out = check_output_folder(out_dir, overwrite)
     if record:
         write_record(out, TOOL, files=[overlay] if overlay else [], input=str(real_path(input_path)))
-    # On CUDA the torch backend's step is captured in a CUDA graph (runtime.cuda_graphs).
+    # On CUDA the torch backend's step is captured in a CUDA graph (runtime.engine.cuda_graphs).
     options = replace(EngineOptions.fastest(backend.device, compile=False), keep_prob=False)
     session = VideoSession(backend, config, options=options)
     fps = frames.fps if isinstance(frames, VideoFile) else 25.0

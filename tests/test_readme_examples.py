@@ -58,7 +58,7 @@ def davis_data():
 
 
 def test_segment_example_gives_good_masks_at_its_default_size(davis_data, tmp_path):
-    from runtime.mask_io import read_mask
+    from runtime.io.mask_io import read_mask
 
     # The section's first example: DAVIS bear at 480p with an overlay.
     argv = [c for c in readme_commands("stmae-segment") if "--overlay" in c and "JPEGImages/480p/bear" in " ".join(c)][0]

@@ -7,7 +7,7 @@ used to run into it).
 
 There is no second inference path: the network is wrapped in the runtime's
 :class:`runtime.backends.torch_backend.TorchBackend` and scored by
-:func:`runtime.evaluation.evaluate_sequences` (a fresh :class:`runtime.session.VideoSession`
+:func:`runtime.evaluation.evaluate_sequences` (a fresh :class:`runtime.engine.session.VideoSession`
 per sequence, DAVIS protocol), exactly as ``stmae-eval`` does.
 """
 

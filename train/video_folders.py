@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.frames import natural_key, read_frame
-from runtime.mask_io import read_mask, without_void
+from runtime.io.frames import natural_key, read_frame
+from runtime.io.mask_io import read_mask, without_void
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -12,7 +12,7 @@ e.g. ONNX Runtime on the CPU, wrap their outputs without copying where they can)
 
 Optional: ``segment_logits(image, features, coarse)`` -> per-object logits (B, N, H, W)
 float32, the mask autoencoder before aggregation (the torch backend has it). With it the
-batched engine (:mod:`runtime.engine`) runs the mask autoencoder once on all (stream,
+batched engine (:mod:`runtime.engine.stream_engine`) runs the mask autoencoder once on all (stream,
 object) pairs padded to the bucket and aggregates each stream's real objects itself;
 without it, each stream's objects go through ``segment`` on their own.
 """

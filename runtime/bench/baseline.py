@@ -15,7 +15,7 @@ import torch
 from stmae import STMAE
 from stmae.readout import to_key_size, upsample_coarse
 
-from ..transforms import FrameGeometry
+from ..engine.transforms import FrameGeometry
 
 
 def dense_topk_readout(memory_keys: torch.Tensor, memory_values: torch.Tensor, query: torch.Tensor, top_k: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from ..config import SessionConfig
-from ..mask_io import write_mask
+from ..io.mask_io import write_mask
 from .memory import PeakMemory
 from .stats import LatencyStats, StageTimer
 

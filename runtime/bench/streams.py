@@ -7,9 +7,9 @@ Rows per (size, objects, S):
 
 - ``baseline``: :class:`runtime.bench.baseline.EagerBaseline` (published schedule, eager
   fp32, concatenated memory), the S clips one after another;
-- ``sessions``: :class:`runtime.session.VideoSession` (the engine with one stream, eager),
+- ``sessions``: :class:`runtime.engine.session.VideoSession` (the engine with one stream, eager),
   the S clips one after another, per precision;
-- ``engine``: :class:`runtime.engine.StreamEngine` stepping the S clips together, eager,
+- ``engine``: :class:`runtime.engine.stream_engine.StreamEngine` stepping the S clips together, eager,
   and (CUDA, ``--cuda-graphs on``) captured per bucket, optionally after torch.compile.
 
 Reported per row: aggregate frames/s (all streams), per-stream latency p50/p99 (the
@@ -33,12 +33,12 @@ from stmae import STMAE
 
 from ..backends.factory import create_backend
 from ..config import SessionConfig
-from ..engine import EngineOptions, StreamEngine
-from ..engine_types import _NoTimer
-from ..gpu_decode import decode_jpegs, gpu_decode_available
-from ..mask_io import write_mask
-from ..session import VideoSession, check_step_input
-from ..transforms import FrameGeometry
+from ..engine.stream_engine import EngineOptions, StreamEngine
+from ..engine.types import _NoTimer
+from ..engine.gpu_decode import decode_jpegs, gpu_decode_available
+from ..io.mask_io import write_mask
+from ..engine.session import VideoSession, check_step_input
+from ..engine.transforms import FrameGeometry
 from .baseline import EagerBaseline
 from .environment import environment_block
 from .flops import stage_gflops

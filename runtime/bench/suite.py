@@ -16,10 +16,10 @@ from stmae.reference_weights import reference_weights_for
 
 from ..backends.factory import create_backend
 from ..config import SessionConfig
-from ..frames import FrameFolder
-from ..mask_io import read_mask
-from ..session import VideoSession
-from ..transforms import FrameGeometry
+from ..io.frames import FrameFolder
+from ..io.mask_io import read_mask
+from ..engine.session import VideoSession
+from ..engine.transforms import FrameGeometry
 from .baseline import EagerBaseline
 from .environment import environment_block
 from .flops import stage_gflops

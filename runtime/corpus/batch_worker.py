@@ -1,10 +1,10 @@
 """One corpus worker's videos stepped together: up to ``setup.streams`` videos hold the
-lanes of one :class:`runtime.engine.StreamEngine`; each frame step advances all of them
+lanes of one :class:`runtime.engine.stream_engine.StreamEngine`; each frame step advances all of them
 by one frame (one batched device step per frame size). A video that ends leaves (its
 record written after its last mask) and its lane is reused by the next video the runner
 hands in. Each video gets exactly the masks it gets alone (the engine's equivalence).
 
-Each video's frames are decoded ahead in a background thread (:class:`runtime.overlap.
+Each video's frames are decoded ahead in a background thread (:class:`runtime.io.overlap.
 Prefetcher`), and the masks of a step are PNG-encoded in parallel threads; the step's
 writes are waited for, so a video's record always follows its last mask on disk.
 
@@ -22,16 +22,16 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from ..engine import EngineOptions, StreamEngine
-from ..mask_io import write_mask
+from ..engine.stream_engine import EngineOptions, StreamEngine
+from ..io.mask_io import write_mask
 from ..interrupt import checkpoint
-from ..overlap import Prefetcher
+from ..io.overlap import Prefetcher
 from ..segment_video import Annotations, labels_present
-from ..session import check_step_input
+from ..engine.session import check_step_input
 from ..errors import InputError
 from .jobs import VideoJob
 from .records import clear_video, utc_now, write_record
-from .worker import WorkerSetup, crash_hook, done_record, failure, open_job
+from .worker_setup import WorkerSetup, crash_hook, done_record, failure, open_job
 
 
 @dataclass

@@ -50,7 +50,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def _setup(args: argparse.Namespace, spec, config: SessionConfig, out: Path):
-    from .worker import WorkerSetup, fingerprint_of
+    from .worker_setup import WorkerSetup, fingerprint_of
 
     if args.ray is not None and args.device is None:
         spec = spec.with_device("auto")  # the cluster's GPUs if it has any (runtime.corpus.ray_runner)

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 
 from .dispatch import RunnerError, WorkList
-from .worker import Worker, WorkerSetup
+from .worker import Worker
+from .worker_setup import WorkerSetup
 
 _USER_ERRORS = ("InputError", "BackendUnavailable", "CheckpointError", "ExportManifestError")
 

@@ -17,7 +17,8 @@ import time
 from dataclasses import replace
 
 from .dispatch import RunnerError, WorkList
-from .worker import Worker, WorkerSetup
+from .worker import Worker
+from .worker_setup import WorkerSetup
 
 
 class _SegmentActor:

@@ -23,7 +23,7 @@ from typing import Any
 from stmae.atomic import atomic_write_text
 
 from ..errors import InputError
-from ..mask_io import existing_masks
+from ..io.mask_io import existing_masks
 
 MARKER = ".stmae-corpus.json"
 RECORDS = ".records"

@@ -17,7 +17,8 @@ from ..errors import InputError
 from . import records
 from .dispatch import WorkList
 from .jobs import VideoJob
-from .worker import CRASH_ENV, Worker, WorkerSetup
+from .worker import Worker
+from .worker_setup import CRASH_ENV, WorkerSetup
 
 
 @dataclass

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..evaluation import EvalResult, SequenceResult
-from ..mask_io import existing_masks, read_mask
+from ..io.mask_io import existing_masks, read_mask
 from ..metrics import evaluate_objects
 from .records import read_record
 

@@ -31,7 +31,7 @@ def segment_live(args: argparse.Namespace, make_backend: Callable[[], object], c
     """``stmae-segment --input URL|/dev/videoN`` or ``--camera N``: prints the statistics
     line; writes OUT/live_stats.json with --out. Ctrl-C ends it with exit status 0."""
     from ..corpus.records import write_json
-    from ..mask_io import read_mask
+    from ..io.mask_io import read_mask
     from stmae.outputs import real_path, recorded_files, write_record
 
     from ..segment_video import TOOL, check_output_folder, labels_present

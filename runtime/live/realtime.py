@@ -30,11 +30,11 @@ import numpy as np
 from ..backends.base import Backend
 from ..config import SessionConfig
 from ..errors import InputError
-from ..mask_io import write_mask
+from ..io.mask_io import write_mask
 from ..interrupt import checkpoint
-from ..overlap import BackgroundWriter
-from ..overlay import OverlayWriter
-from ..session import VideoSession
+from ..io.overlap import BackgroundWriter
+from ..io.overlay import OverlayWriter
+from ..engine.session import VideoSession
 
 _END = object()
 

@@ -41,7 +41,7 @@ import torch
 import triton
 import triton.language as tl
 
-from .topk import TRITON_MAX_TOP_K, check_readout_args
+from .contract import TRITON_MAX_TOP_K, check_readout_args
 
 # Kernel globals must be constexpr (the compiler refuses plain floats; the interpreter not).
 NEG_INF = tl.constexpr(float("-inf"))

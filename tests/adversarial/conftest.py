@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.mask_io import write_mask
+from runtime.io.mask_io import write_mask
 from stmae import generate_clip
 from tests.runtime.conftest import _cpu_settings  # noqa: F401  (the same autouse fixture)
 

@@ -13,7 +13,7 @@ from demo.cli import main as demo_main
 from export.exporter import _replace_into_place
 from runtime.bench.cli import main as bench_main
 from runtime.cli import eval_main, segment_main
-from runtime.mask_io import write_mask
+from runtime.io.mask_io import write_mask
 from stmae.outputs import write_record
 from train.cli import main as train_main
 

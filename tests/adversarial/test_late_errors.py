@@ -15,7 +15,7 @@ import runtime.segment_video as segment_module
 import stmae.outputs as outputs_module
 from export.cli import main as export_main
 from runtime.cli import eval_main, segment_main
-from runtime.mask_io import write_mask
+from runtime.io.mask_io import write_mask
 from runtime.export_manifest import (
     CONTRACT_VERSION, GRAPH_FILES, KEY_ENCODER, MANIFEST_NAME, MASK_AUTOENCODER,
     ExportManifest, ExportManifestError, GraphSpec, TensorSpec, load_manifest, sha256_file,

@@ -14,7 +14,7 @@ from runtime.bench.cli import main as bench_main
 from runtime.cli import segment_main
 from runtime.config import MAX_SIZE
 from runtime.errors import InputError
-from runtime.mask_io import read_mask
+from runtime.io.mask_io import read_mask
 from stmae import CheckpointError, load_checkpoint
 from train.cli import main as train_main
 

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from runtime.cli import segment_main
-from runtime.frames import FrameFolder
-from runtime.mask_io import read_mask
+from runtime.io.frames import FrameFolder
+from runtime.io.mask_io import read_mask
 from stmae import STMAE, CheckpointError, load_checkpoint, preset, save_checkpoint
 from train import loop
 from train.cli import main as train_main

@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 
 from runtime.cli import segment_main
-from runtime.frames import FrameFolder
-from runtime.mask_io import existing_masks, read_mask, write_mask
+from runtime.io.frames import FrameFolder
+from runtime.io.mask_io import existing_masks, read_mask, write_mask
 from runtime.metrics import evaluate_objects
-from runtime.overlay import OverlayWriter
+from runtime.io.overlay import OverlayWriter
 from stmae import STMAE, preset, save_checkpoint
 from stmae.atomic import AtomicPath, atomic_write, atomic_write_text, is_temp_name, remove_stale_temps
 

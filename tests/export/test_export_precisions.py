@@ -159,9 +159,9 @@ def test_int8_exports_read_memory_with_bf16_products_and_fp32_exports_do_not(int
                                                                               fp32_export, monkeypatch):
     """The CPU readout of an int8 export runs under stmae.readout.cpu_bf16_products; an
     fp32 export's readout stays float32 (the switch is asked for with enabled=False)."""
-    import runtime.device_step as device_step
+    import runtime.engine.device_step as device_step
     from runtime.config import SessionConfig
-    from runtime.session import VideoSession
+    from runtime.engine.session import VideoSession
 
     asked: list[bool] = []
     real = device_step.cpu_bf16_products

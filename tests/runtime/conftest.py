@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.mask_io import write_mask
+from runtime.io.mask_io import write_mask
 from stmae import STMAE, generate_clip, preset, save_checkpoint
 from stmae.reference_weights import reference_weights_for
 

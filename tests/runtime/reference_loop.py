@@ -1,5 +1,5 @@
 """The published validation loop written stage by stage, independently of the runtime:
-what a :class:`runtime.session.VideoSession` must reproduce."""
+what a :class:`runtime.engine.session.VideoSession` must reproduce."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 from runtime.cli import eval_main, segment_main
-from runtime.mask_io import read_mask, write_mask
+from runtime.io.mask_io import read_mask, write_mask
 from stmae import generate_clip
 
 from .conftest import subprocess_env, write_frames

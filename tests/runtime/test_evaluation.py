@@ -12,7 +12,7 @@ from runtime.backends import TorchBackend
 from runtime.config import SessionConfig
 from runtime.errors import InputError
 from runtime.evaluation import evaluate_sequences, read_split
-from runtime.mask_io import read_mask, write_mask
+from runtime.io.mask_io import read_mask, write_mask
 from stmae import generate_clip
 from stmae.outputs import write_record
 

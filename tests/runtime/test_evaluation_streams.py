@@ -15,7 +15,7 @@ from runtime.backends import TorchBackend
 from runtime.cli import eval_main
 from runtime.config import SessionConfig
 from runtime.evaluation import evaluate_sequences
-from runtime.mask_io import read_mask, write_mask
+from runtime.io.mask_io import read_mask, write_mask
 from stmae import generate_clip, load_checkpoint
 
 from .conftest import write_frames

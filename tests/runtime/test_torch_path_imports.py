@@ -20,8 +20,8 @@ def test_torch_path_without_onnxruntime_modelopt_tensorrt(tmp_path, seeded_small
         import sys
         for name in ("onnxruntime", "modelopt", "tensorrt"):
             sys.modules[name] = None
-        import runtime.engine, runtime.session, runtime.schedule, runtime.device_step
-        import runtime.cuda_graphs, runtime.gpu_decode, runtime.evaluation_streams
+        import runtime.engine.stream_engine, runtime.engine.session, runtime.engine.schedule, runtime.engine.device_step
+        import runtime.engine.cuda_graphs, runtime.engine.gpu_decode, runtime.evaluation_streams
         import runtime.bench.cli, runtime.bench.streams
         from runtime.backends import create_backend
         try:

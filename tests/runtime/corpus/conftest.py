@@ -12,8 +12,8 @@ from PIL import Image
 from runtime.config import SessionConfig
 from runtime.corpus.jobs import discover_jobs
 from runtime.corpus.run import run_corpus
-from runtime.corpus.worker import BackendSpec, WorkerSetup, fingerprint_of
-from runtime.mask_io import read_mask, write_mask
+from runtime.corpus.worker_setup import BackendSpec, WorkerSetup, fingerprint_of
+from runtime.io.mask_io import read_mask, write_mask
 from stmae import generate_clip
 from tests.runtime.conftest import write_frames
 

@@ -18,7 +18,7 @@ from runtime.corpus import records
 from runtime.corpus.dispatch import WorkList
 from runtime.corpus.jobs import VideoJob, discover_jobs
 from runtime.corpus.run import run_corpus
-from runtime.corpus.worker import CRASH_ENV
+from runtime.corpus.worker_setup import CRASH_ENV
 from runtime.errors import InputError
 from tests.runtime.conftest import default_sigint, subprocess_env
 
@@ -164,7 +164,7 @@ def test_ctrl_c_then_rerun_finishes_only_the_rest(small_checkpoint, tmp_path):
 
     from stmae import generate_clip
     from tests.runtime.conftest import write_frames
-    from runtime.mask_io import write_mask
+    from runtime.io.mask_io import write_mask
 
     videos, masks, out = tmp_path / "videos", tmp_path / "masks", tmp_path / "out"
     masks.mkdir()

@@ -12,7 +12,7 @@ import pytest
 from runtime.corpus import records
 from runtime.corpus.jobs import discover_jobs
 from runtime.corpus.run import run_corpus
-from runtime.corpus.worker import CRASH_ENV
+from runtime.corpus.worker_setup import CRASH_ENV
 
 from .conftest import make_setup, read_outputs, stray_files
 

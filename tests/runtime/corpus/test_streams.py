@@ -19,7 +19,7 @@ from runtime.corpus import records
 from runtime.corpus.dispatch import WorkList
 from runtime.corpus.jobs import VideoJob, discover_jobs
 from runtime.corpus.run import run_corpus
-from runtime.corpus.worker import CRASH_ENV
+from runtime.corpus.worker_setup import CRASH_ENV
 
 from .conftest import LENGTHS, png_names, read_outputs, stray_files, streams_setup
 
@@ -80,7 +80,7 @@ def test_out_of_memory_in_a_batched_step_retries_its_videos(streams_corpus, trai
     retriably, are retried (alone), and end done with the sequential run's masks."""
     import torch
 
-    from runtime.engine import StreamEngine
+    from runtime.engine.stream_engine import StreamEngine
 
     real, calls = StreamEngine.step, []
 

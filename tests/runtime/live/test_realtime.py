@@ -18,8 +18,8 @@ from runtime.backends.factory import create_backend
 from runtime.config import SessionConfig
 from runtime.live.realtime import LatestSlot, _END, segment_live
 from runtime.live.source import StreamSource, is_live_input
-from runtime.mask_io import read_mask, write_mask
-from runtime.session import VideoSession
+from runtime.io.mask_io import read_mask, write_mask
+from runtime.engine.session import VideoSession
 from tests.runtime.conftest import default_sigint, subprocess_env
 
 from .conftest import free_udp_port, mjpeg_server, send_mpegts_udp

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from runtime.overlap import BackgroundWriter, Prefetcher
+from runtime.io.overlap import BackgroundWriter, Prefetcher
 
 
 def test_prefetcher_yields_everything_in_order_and_stays_bounded():

@@ -1,6 +1,6 @@
 """What the batched engine takes and gives: its options, a stream's frame input and
 result, a read-only view of a stream's memory, and a submitted step's pending results
-(:mod:`runtime.engine` holds the engine itself)."""
+(:mod:`runtime.engine.stream_engine` holds the engine itself)."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ class EngineOptions:
 class StreamInput:
     """One stream's frame: frame (H, W, 3) uint8 RGB (numpy, or a torch tensor on the
     engine's device, e.g. decoded there); mask (H, W) uint8 label map or None; given: the
-    labels of ``mask`` taken (already validated, see :func:`runtime.session.check_step_input`)."""
+    labels of ``mask`` taken (already validated, see :func:`runtime.engine.session.check_step_input`)."""
 
     frame: np.ndarray | torch.Tensor
     mask: np.ndarray | None = None

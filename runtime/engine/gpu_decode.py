@@ -1,6 +1,6 @@
 """JPEG frame folders decoded on the GPU in batches (``torchvision.io.decode_jpeg`` with
 ``device='cuda'``, nvJPEG): the frames never exist as host arrays, and the engine copies
-them straight into its static frame buffer. The CPU path (:mod:`runtime.frames`) is
+them straight into its static frame buffer. The CPU path (:mod:`runtime.io.frames`) is
 unchanged; this is used only where it pays: a CUDA device and a folder of JPEG files.
 """
 
@@ -11,8 +11,8 @@ from typing import Iterator
 
 import torch
 
-from .errors import InputError
-from .frames import FrameFolder
+from ..errors import InputError
+from ..io.frames import FrameFolder
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 

@@ -1,17 +1,17 @@
 """The batched multi-stream engine: S videos stepped together, one static-shape device step
 per bucket, the schedule on the host.
 
-- Host policy: :mod:`runtime.schedule` (one :class:`StreamSchedule` per stream).
-- Device step: :mod:`runtime.device_step` (a :class:`BucketState` of fixed-capacity
+- Host policy: :mod:`runtime.engine.schedule` (one :class:`StreamSchedule` per stream).
+- Device step: :mod:`runtime.engine.device_step` (a :class:`BucketState` of fixed-capacity
   tensors per bucket, the batched readout, the mask autoencoder on all (lane, object)
   pairs, aggregation, memory write, label map).
-- CUDA: :mod:`runtime.cuda_graphs` compiles and captures the step once per bucket shape.
+- CUDA: :mod:`runtime.engine.cuda_graphs` compiles and captures the step once per bucket shape.
 
 Streams with the same frame size share a bucket; each stream holds one lane of it while it
 has objects. Streams join (:meth:`StreamEngine.add_stream`) and leave
 (:meth:`StreamEngine.remove_stream`) at any frame; lanes freed by streams that left are
 reused, and streams not stepped at a frame leave their lane idle (computed, ignored, not
-written). :class:`runtime.session.VideoSession` is this engine with one stream.
+written). :class:`runtime.engine.session.VideoSession` is this engine with one stream.
 """
 
 from __future__ import annotations
@@ -22,12 +22,12 @@ from typing import Hashable
 import numpy as np
 import torch
 
-from .config import SessionConfig
+from ..config import SessionConfig
 from .device_step import BucketState, DeviceStep, channel_argmax_batched
-from .engine_types import (
+from .types import (
     EngineOptions, PendingStep, StageTimer, StreamInput, StreamMemory, StreamResult, _NoTimer, lane_inputs,
 )
-from .errors import InputError
+from ..errors import InputError
 from .schedule import FramePlan, StreamSchedule
 from .transforms import FrameGeometry
 
@@ -47,7 +47,7 @@ class _Bucket:
         self.step = step
         self.lanes: list[Hashable | None] = []
         self.state: BucketState | None = None
-        self.graph = None  # runtime.cuda_graphs.BucketGraph, once captured
+        self.graph = None  # runtime.engine.cuda_graphs.BucketGraph, once captured
         self.graph_failed: str | None = None
 
     def lane_of(self, stream: Hashable) -> int | None:

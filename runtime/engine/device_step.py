@@ -2,7 +2,7 @@
 
 A *bucket* is (S lanes, input H x W, N_max objects, G_max object groups, T memory slots);
 every tensor of a step has a shape fixed by the bucket, so the step can be captured in a
-CUDA graph (:mod:`runtime.cuda_graphs`) and replayed. Per lane (stream) state, in
+CUDA graph (:mod:`runtime.engine.cuda_graphs`) and replayed. Per lane (stream) state, in
 :class:`BucketState` (P = h*w key positions per frame, slot T is a scratch slot that lanes
 not writing this frame write to, never valid):
 
@@ -24,7 +24,7 @@ One step (:meth:`DeviceStep.network`, then :meth:`DeviceStep.finish`):
    -inf before the softmax, so they are exactly 0 and change nothing);
 5. memory write at each lane's write slot; restore to input size; the label map.
 
-The host (:mod:`runtime.schedule`) reaches this only through small index/value tensors
+The host (:mod:`runtime.engine.schedule`) reaches this only through small index/value tensors
 (write slot and frame per lane; slot/object/group updates on the rare frames that change
 them), never through shapes.
 """
@@ -38,7 +38,7 @@ from stmae.preprocess import IMAGENET_MEAN, IMAGENET_STD
 from stmae.kernels.topk import topk_readout
 from stmae.readout import cpu_bf16_products, to_key_size
 
-from .backends.base import KeyFeatures
+from ..backends.base import KeyFeatures
 from .transforms import FrameGeometry
 
 FAR_FUTURE = 2**62  # 'since' of a group slot no object uses: reads nothing
@@ -106,7 +106,7 @@ def masked_aggregate(logits: torch.Tensor, object_valid: torch.Tensor | None, ep
 
 def channel_argmax_batched(prob: torch.Tensor) -> torch.Tensor:
     """prob (S, C, H, W) -> (S, H, W) uint8: the largest channel, the first on ties
-    (one elementwise pass per channel, as :func:`runtime.transforms.channel_argmax`)."""
+    (one elementwise pass per channel, as :func:`runtime.engine.transforms.channel_argmax`)."""
     best = prob[:, 0].clone()
     index = torch.zeros((prob.shape[0], *prob.shape[2:]), dtype=torch.uint8, device=prob.device)
     for c in range(1, prob.shape[1]):
@@ -176,7 +176,7 @@ class BucketState:
 
     def set_objects(self, lane: int, labels: tuple[int, ...], groups: list) -> None:
         """A lane's objects changed (new objects): labels in slot order and the groups
-        (:class:`runtime.object_registry.ObjectGroup`). Small value tensors only."""
+        (:class:`runtime.engine.object_registry.ObjectGroup`). Small value tensors only."""
         dev = self.device
         n = len(labels)
         group_of = [0] * n
@@ -198,7 +198,7 @@ class DeviceStep:
 
     backend: a runtime backend (its ``segment_logits`` batches the mask autoencoder over
     padded objects; a backend without it runs the mask autoencoder per lane on its real
-    objects); geometry: the streams' :class:`runtime.transforms.FrameGeometry`; top_k:
+    objects); geometry: the streams' :class:`runtime.engine.transforms.FrameGeometry`; top_k:
     positions each query reads; channels_last: feed the convolutions NHWC (CUDA).
     """
 
@@ -292,7 +292,7 @@ class DeviceStep:
     def static_step(self, state: BucketState, frames: torch.Tensor, write_slot: torch.Tensor,
                     write_frame: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One whole frame with every shape fixed by the bucket: the program a CUDA graph
-        captures (:mod:`runtime.cuda_graphs`). frames (S, H, W, 3) uint8; write_slot,
+        captures (:mod:`runtime.engine.cuda_graphs`). frames (S, H, W, 3) uint8; write_slot,
         write_frame (S,) int64 -> (probabilities (S, N_max+1, H, W), labels (S, H, W))."""
         image = self.preprocess(frames)
         features = self.backend.encode_key(image)

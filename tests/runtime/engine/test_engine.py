@@ -13,9 +13,9 @@ import torch
 
 from runtime.backends import TorchBackend
 from runtime.config import SessionConfig
-from runtime.device_step import readout
-from runtime.engine import EngineOptions, StreamEngine
-from runtime.session import VideoSession, check_step_input
+from runtime.engine.device_step import readout
+from runtime.engine.stream_engine import EngineOptions, StreamEngine
+from runtime.engine.session import VideoSession, check_step_input
 from stmae import generate_clip
 from stmae.readout import read_memory
 

@@ -10,12 +10,12 @@ import torch
 from runtime.backends import TorchBackend, create_backend
 from runtime.config import SessionConfig
 from runtime.errors import InputError
-from runtime.frames import FrameFolder
-from runtime.mask_io import read_mask
-from runtime.session import VideoSession
+from runtime.io.frames import FrameFolder
+from runtime.io.mask_io import read_mask
+from runtime.engine.session import VideoSession
 from stmae import generate_clip
 
-from .reference_loop import reference_probs
+from ..reference_loop import reference_probs
 
 
 def run_session(backend, frames, mask0, config):

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from runtime.errors import InputError
-from runtime.mask_io import davis_palette, existing_masks, read_mask, write_mask
+from runtime.io.mask_io import davis_palette, existing_masks, read_mask, write_mask
 
 
 def test_palette_png_roundtrip_keeps_palette(tmp_path):

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from runtime.errors import InputError
-from runtime.frames import FrameFolder, VideoFile, open_frames
+from runtime.io.frames import FrameFolder, VideoFile, open_frames
 from stmae import generate_clip
 
 

@@ -11,9 +11,9 @@ For each frame of a stream it decides, without reading anything back from the de
 - when the stream's slot table must grow (an annotated frame arriving when every slot is
   taken: user-driven and rare, never per frame).
 
-This is exactly the published schedule of :class:`runtime.session.VideoSession` (memory
+This is exactly the published schedule of :class:`runtime.engine.session.VideoSession` (memory
 every 5 frames, permanent annotated frames, a bounded working window, top-k 30). The device
-step (:mod:`runtime.device_step`) only ever sees the outcome as small index/value tensors:
+step (:mod:`runtime.engine.device_step`) only ever sees the outcome as small index/value tensors:
 a write slot and frame index per stream, each slot's frame index and validity, and each
 object group's introduction frame. An object introduced at frame t reads only memory
 written at or after t, so objects are grouped by introduction frame.
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .config import SessionConfig
+from ..config import SessionConfig
 from .object_registry import ObjectGroup, ObjectRegistry
 from .transforms import FrameGeometry
 

@@ -5,7 +5,7 @@ Per replay the host only fills pinned buffers (frames, write slot and frame inde
 lane) that are copied asynchronously into the graph's static inputs; the label map comes
 back through a pinned buffer with a non-blocking copy and an event, so a frame costs one
 host synchronisation (the event), and the host can prepare the next frame before waiting
-(:meth:`runtime.engine.StreamEngine.submit`). Two buffer sets alternate.
+(:meth:`runtime.engine.stream_engine.StreamEngine.submit`). Two buffer sets alternate.
 
 Frames with a given mask (annotations, streams joining) and frames whose bucket must grow
 run the same step eagerly. A capture that fails (an operation that cannot be captured, a
@@ -22,8 +22,8 @@ import torch
 
 from stmae.readout import upsample_coarse
 
-from .backends.base import KeyFeatures
-from .engine_types import lane_inputs
+from ..backends.base import KeyFeatures
+from .types import lane_inputs
 
 
 class CompiledNetwork:

@@ -22,7 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from stmae.atomic import is_temp_name
 
-from .errors import InputError
+from ..errors import InputError
 
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024

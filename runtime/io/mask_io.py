@@ -20,7 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from stmae.atomic import atomic_write, is_temp_name
 
-from .errors import InputError
+from ..errors import InputError
 from .frames import natural_key, open_image
 
 VOID_LABEL = 255

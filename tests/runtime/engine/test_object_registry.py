@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from runtime.object_registry import ObjectGroup, ObjectRegistry
+from runtime.engine.object_registry import ObjectGroup, ObjectRegistry
 
 
 def test_labels_slots_and_groups():

@@ -6,9 +6,9 @@ import numpy as np
 import torch
 
 from runtime.config import SessionConfig
-from runtime.device_step import BucketState, DeviceStep
-from runtime.schedule import StreamSchedule
-from runtime.transforms import FrameGeometry
+from runtime.engine.device_step import BucketState, DeviceStep
+from runtime.engine.schedule import StreamSchedule
+from runtime.engine.transforms import FrameGeometry
 from stmae.readout import read_memory
 
 C, H, W = 8, 3, 4

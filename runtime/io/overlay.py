@@ -12,7 +12,7 @@ import numpy as np
 
 from stmae.atomic import AtomicPath, remove_stale_temps
 
-from .errors import InputError
+from ..errors import InputError
 from .mask_io import davis_palette
 
 _FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}

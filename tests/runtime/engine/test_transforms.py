@@ -1,7 +1,7 @@
 import numpy as np
 import torch
 
-from runtime.transforms import FrameGeometry, processed_size
+from runtime.engine.transforms import FrameGeometry, processed_size
 
 
 def test_processed_size():
@@ -35,7 +35,7 @@ def test_masks_resized_with_nearest_labels():
 
 
 def test_channel_argmax_matches_argmax_with_ties():
-    from runtime.transforms import channel_argmax
+    from runtime.engine.transforms import channel_argmax
 
     gen = torch.Generator().manual_seed(0)
     for channels in (1, 2, 3, 7):
