@@ -93,3 +93,101 @@ def test_eval_example_defaults_equal_the_best_flags(davis_data, tmp_path):
     assert "resolution 240p, size 240 (auto: the checkpoint's own)" in default.stdout
     last = default.stdout.strip().splitlines()[-1]
     assert last.startswith("J&F ") and last == best.stdout.strip().splitlines()[-1], (last, best.stdout)
+
+
+# Every command of README.md and docs/*.md parses with its console script's current flags.
+# The commands are parsed in-process, not run: argparse's parse_args is stopped right after
+# it succeeds, so a renamed or removed flag, or a misspelt one in the docs, fails here.
+
+SCRIPTS = {  # console script -> (module, function), as pyproject.toml's [project.scripts] lists them
+    "stmae-segment": ("runtime.cli", "segment_main"),
+    "stmae-eval": ("runtime.cli", "eval_main"),
+    "stmae-export": ("export.cli", "main"),
+    "stmae-bench": ("runtime.bench.cli", "main"),
+    "stmae-train": ("train.cli", "main"),
+    "stmae-demo": ("demo.cli", "main"),
+}
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def page_commands(page: Path) -> list[list[str]]:
+    """Every ``stmae-*`` command of a page's bash blocks, continuation lines joined, comments
+    dropped, and shell variables the block sets (``VAR=value``) substituted."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", page.read_text(encoding="utf-8"), flags=re.S):
+        variables: dict[str, str] = {}
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if assignment := re.fullmatch(r"([A-Z_]+)=(\S+)", line):
+                variables[assignment.group(1)] = assignment.group(2)
+                continue
+            for name, value in variables.items():
+                line = line.replace(f"${name}", value)
+            if line.split(" ", 1)[0] in SCRIPTS:
+                commands.append(shlex.split(line))
+    return commands
+
+
+class _Parsed(BaseException):
+    """Raised by the patched parse_args with the parsed namespace (a BaseException, so that
+    no ``except Exception`` of a command body takes it)."""
+
+    def __init__(self, namespace):
+        super().__init__()
+        self.namespace = namespace
+
+
+def parse_only(argv: list[str], monkeypatch) -> object:
+    """The namespace ``argv``'s console script parses it into, without running the command;
+    fails with argparse's message when a flag is unknown or a value is refused."""
+    import argparse
+    import contextlib
+    import importlib
+    import io
+
+    original = argparse.ArgumentParser.parse_args
+
+    def parse_and_stop(self, args=None, namespace=None):
+        raise _Parsed(original(self, args, namespace))
+
+    module, function = SCRIPTS[argv[0]]
+    main = getattr(importlib.import_module(module), function)
+    errors = io.StringIO()
+    with monkeypatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_args", parse_and_stop)
+        try:
+            with contextlib.redirect_stderr(errors):
+                main(argv[1:])
+        except _Parsed as parsed:
+            return parsed.namespace
+        except SystemExit as exc:
+            pytest.fail(f"{shlex.join(argv)}: exit {exc.code}: {errors.getvalue().strip()}")
+    pytest.fail(f"{shlex.join(argv)}: the command never parsed its arguments")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_command_of_a_page_parses(page, monkeypatch):
+    for argv in page_commands(page):
+        parse_only(argv, monkeypatch)
+
+
+def test_a_wrong_flag_is_caught(monkeypatch):
+    """parse_only fails on a flag the script does not have (the test above can fail)."""
+    with pytest.raises(pytest.fail.Exception, match="unrecognized arguments: --no-such-flag"):
+        parse_only(["stmae-segment", "--input", "x", "--no-such-flag"], monkeypatch)
+
+
+def test_readme_shows_every_tool_and_writes_under_runs(monkeypatch):
+    commands = page_commands(ROOT / "README.md")
+    assert set(SCRIPTS) <= {argv[0] for argv in commands}, sorted({argv[0] for argv in commands})
+    for argv in commands:
+        for flag in ("--out", "--overlay", "--output"):
+            if flag in argv:
+                value = argv[argv.index(flag) + 1]
+                assert value.startswith("runs/"), f"{shlex.join(argv)}: {flag} {value} is not under runs/"
+
+
+def test_the_demo_folder_the_docs_name_is_the_demos_default(monkeypatch):
+    default = parse_only(["stmae-demo"], monkeypatch).out
+    for page in (ROOT / "README.md", ROOT / "docs" / "demo.md"):
+        assert f"`{default}/`" in page.read_text(encoding="utf-8"), f"{page.name} does not name {default}/"
