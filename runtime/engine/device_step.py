@@ -3,11 +3,14 @@
 A *bucket* is (S lanes, input H x W, N_max objects, G_max object groups, T memory slots);
 every tensor of a step has a shape fixed by the bucket, so the step can be captured in a
 CUDA graph (:mod:`runtime.engine.cuda_graphs`) and replayed. Per lane (stream) state, in
-:class:`BucketState` (P = h*w key positions per frame, slot T is a scratch slot that lanes
-not writing this frame write to, never valid):
+:class:`BucketState` (P = h*w key positions per frame, stored in slots of P' = P rounded
+up to a multiple of ``align`` positions, 16 on CUDA: positions [P, P') of a slot are
+padding, zero and never valid, so that every row stride of the memory is a multiple of
+16 elements and the readout kernel loads key tiles with 16-byte vector loads; slot T is
+a scratch slot that lanes not writing this frame write to, never valid):
 
-- ``keys``: (S, C, (T+1)*P) in the key dtype (the backend's compute dtype);
-- ``values``: (S, N_max, (T+1)*P) float32 per-object probabilities at key size;
+- ``keys``: (S, C, (T+1)*P') in the key dtype (the backend's compute dtype);
+- ``values``: (S, N_max, (T+1)*P') float32 per-object probabilities at key size;
 - ``slot_frame`` (S, T+1) int64 and ``slot_valid`` (S, T+1) bool: each slot's frame;
 - ``group_since`` (S, G_max) int64: each object group's introduction frame;
 - ``object_group`` (S, N_max) int64, ``object_valid`` (S, N_max) bool;
@@ -18,7 +21,10 @@ One step (:meth:`DeviceStep.network`, then :meth:`DeviceStep.finish`):
 1. preprocess the uint8 frames (S, H, W, 3) -> (S, 3, Hp, Wp) (resize, normalize, pad);
 2. the key encoder once on the batch -> f16, f8, f4;
 3. :func:`readout` for all lanes and object groups in one batched operation: slots that
-   are empty, or written before a group's introduction, are -inf before the top-k;
+   are empty, or written before a group's introduction, are -inf before the top-k, and
+   each lane reads only up to its last valid slot (its count of readable positions is a
+   device tensor: a captured step skips the empty end of the window without any shape
+   changing);
 4. the mask autoencoder once on all (lane, object) pairs (padding objects get zero coarse
    masks), soft aggregation over each lane's real objects only (padding channels are
    -inf before the softmax, so they are exactly 0 and change nothing);
@@ -51,32 +57,49 @@ def readout(
     valid: torch.Tensor | None,
     group: torch.Tensor | None,
     top_k: int,
+    real: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The masked batched memory readout (coarse masks of every lane's objects).
 
-    query: (S, C, M) the lanes' f16, key dtype; keys: (S, C, T*P) memory keys, key dtype;
-    values: (S, N, T*P) float32 per-object values; valid: (S, G, T) bool, whether object
+    query: (S, C, M) the lanes' f16, key dtype; keys: (S, C, T*P') memory keys, key dtype;
+    values: (S, N, T*P') float32 per-object values; valid: (S, G, T) bool, whether object
     group g of lane s may read slot t (None: every slot, one group); group: (S, N) int64,
-    each object's group (None with valid None); top_k: positions kept per query.
+    each object's group (None with valid None); top_k: positions kept per query;
+    real: (P',) bool, which positions of a slot hold a key position (None: all of them;
+    the rest is layout padding, never read).
     Returns (S, N, M) float32: for each query position, the softmax over its top-k valid
     similarities (float32) times the values at those positions. Invalid positions are
     -inf before the top-k, which is exactly a readout over the valid positions alone (a
     group with nothing valid reads zeros).
 
+    Each lane reads only the prefix of its memory up to its group's last valid slot:
+    the count of those positions, (S,) int32 on the device, goes to the readout as
+    ``lengths`` (no host synchronization, so a captured graph skips empty slots).
+
     This is the engine's single call site of the readout: each object group is one call
     of :func:`stmae.kernels.topk.topk_readout` (the fused Triton kernel on CUDA when
-    Triton is there, the torch reference otherwise) with its (S, T*P) validity; an object
+    Triton is there, the torch reference otherwise) with its (S, T*P') validity; an object
     takes the result of its own group. One group (the usual case) is one call.
     """
+    s, length = keys.shape[0], keys.shape[-1]
     if valid is None:
-        return topk_readout(query, keys, values, None, top_k)
+        if real is None:
+            return topk_readout(query, keys, values, None, top_k)
+        positions = real.repeat(length // real.numel()).expand(s, length)
+        return topk_readout(query, keys, values, positions, top_k)
     s, g, t = valid.shape
-    length = keys.shape[-1]
-    p = length // t
+    p = length // t if t else 0
+    rank = torch.arange(1, t + 1, dtype=torch.int32, device=valid.device)  # slot t -> t + 1
     out = None
     for gi in range(g):
-        valid_g = valid[:, gi, :, None].expand(s, t, p).reshape(s, length)
-        read = topk_readout(query, keys, values, valid_g, top_k)  # (S, N, M)
+        slot_ok = valid[:, gi, :]  # (S, T)
+        positions = slot_ok[:, :, None].expand(s, t, p)
+        if real is not None:
+            positions = positions & real
+        positions = positions.reshape(s, length)
+        # Readable prefix: up to the last valid slot (holes before it stay masked).
+        lengths = (slot_ok * rank).amax(dim=1) * p if t else torch.zeros(s, dtype=torch.int32, device=valid.device)
+        read = topk_readout(query, keys, values, positions, top_k, lengths=lengths.to(torch.int32))  # (S, N, M)
         if g == 1:
             return read
         mine = (group == gi)[:, :, None]
@@ -120,20 +143,28 @@ class BucketState:
     """Fixed-capacity device tensors of S lanes (see the module docstring for shapes).
 
     lanes: S; slots: T (plus one scratch slot); objects: N_max; groups: G_max;
-    key_channels: C; key_size: (h, w); key_dtype: dtype of the stored keys.
+    key_channels: C; key_size: (h, w); key_dtype: dtype of the stored keys; align: the
+    positions of a slot are padded to a multiple of this (``stride`` = P'; 16 on CUDA).
     """
 
     def __init__(self, lanes: int, slots: int, objects: int, groups: int, key_channels: int,
-                 key_size: tuple[int, int], key_dtype: torch.dtype, device: torch.device) -> None:
+                 key_size: tuple[int, int], key_dtype: torch.dtype, device: torch.device, align: int = 1) -> None:
+        if not isinstance(align, int) or align < 1:
+            raise ValueError(f"align must be a positive integer, got {align!r}")
         self.lanes, self.slots, self.objects, self.groups = lanes, slots, objects, groups
         self.key_channels = key_channels
         self.key_size = (int(key_size[0]), int(key_size[1]))
         self.positions = self.key_size[0] * self.key_size[1]
+        self.align = align
+        self.stride = -(-self.positions // align) * align  # P': positions a slot occupies
         self.key_dtype = key_dtype
         self.device = torch.device(device)
-        cols = (slots + 1) * self.positions
+        cols = (slots + 1) * self.stride
         self.keys = torch.zeros(lanes, key_channels, cols, dtype=key_dtype, device=self.device)
         self.values = torch.zeros(lanes, objects, cols, dtype=torch.float32, device=self.device)
+        # (P',) bool: which positions of a slot are key positions (None: no padding).
+        self.real = None if self.stride == self.positions else \
+            torch.arange(self.stride, device=self.device) < self.positions
         self.slot_frame = torch.full((lanes, slots + 1), -1, dtype=torch.int64, device=self.device)
         self.slot_valid = torch.zeros(lanes, slots + 1, dtype=torch.bool, device=self.device)
         self.group_since = torch.full((lanes, groups), FAR_FUTURE, dtype=torch.int64, device=self.device)
@@ -149,12 +180,18 @@ class BucketState:
     def allocated_bytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (self.keys, self.values))
 
+    def lane_keys(self, lane: int) -> torch.Tensor:
+        """The keys of one lane's T slots without the padding: (C, T*P), key dtype (a copy
+        when the slots are padded)."""
+        c, t, p = self.key_channels, self.slots, self.positions
+        return self.keys[lane].view(c, t + 1, self.stride)[:, :t, :p].reshape(c, t * p)
+
     def grown(self, lanes: int, slots: int, objects: int, groups: int) -> "BucketState":
         """A larger state holding this one's content (lanes, slots, objects, groups only
         grow; called on the rare events that need it, never per frame)."""
         new = BucketState(lanes, slots, objects, groups, self.key_channels, self.key_size,
-                          self.key_dtype, self.device)
-        s, t, n, g, p = self.lanes, self.slots, self.objects, self.groups, self.positions
+                          self.key_dtype, self.device, self.align)
+        s, t, n, g, p = self.lanes, self.slots, self.objects, self.groups, self.stride
         new.keys.view(lanes, self.key_channels, slots + 1, p)[:s, :, :t] = self.keys.view(s, -1, t + 1, p)[:, :, :t]
         new.values.view(lanes, objects, slots + 1, p)[:s, :n, :t] = self.values.view(s, n, t + 1, p)[:, :, :t]
         new.slot_frame[:s, :t] = self.slot_frame[:, :t]
@@ -239,18 +276,18 @@ class DeviceStep:
         """Coarse masks (S, N_max, h, w) float32. used_slots: read only slots
         [0, used_slots) (eager steps; None: all T, static); all_valid: every lane reads
         every one of those slots with all its objects (no masking needed)."""
-        s, p, t = state.lanes, state.positions, state.slots
+        s, p, t = state.lanes, state.stride, state.slots
         width = t if used_slots is None else used_slots
         keys = state.keys[:, :, : width * p]
         values = state.values[:, :, : width * p]
         query = f16.flatten(2)
         with cpu_bf16_products(self.bf16_products):
             if all_valid:
-                coarse = readout(query, keys, values, None, None, self.top_k)
+                coarse = readout(query, keys, values, None, None, self.top_k, state.real)
             else:
                 frame = state.slot_frame[:, None, :width]
                 valid = state.slot_valid[:, None, :width] & (frame >= state.group_since[:, :, None])
-                coarse = readout(query, keys, values, valid, state.object_group, self.top_k)
+                coarse = readout(query, keys, values, valid, state.object_group, self.top_k, state.real)
                 coarse = coarse * state.object_valid[:, :, None]
         return coarse.view(s, state.objects, *state.key_size)
 
@@ -279,12 +316,13 @@ class DeviceStep:
               write_frame: torch.Tensor) -> None:
         """Store each lane's frame at ``write_slot`` (S,) int64 (T: the scratch slot, for
         lanes not writing) with frame index ``write_frame`` (S,) int64. Static shapes."""
-        s, p, t = state.lanes, state.positions, state.slots
+        s, p, t, stride = state.lanes, state.positions, state.slots, state.stride
         lanes = torch.arange(s, device=f16.device)
         values = to_key_size(prob[:, 1:], state.key_size).reshape(s, state.objects, p)
         keys = f16.reshape(s, state.key_channels, p).to(state.key_dtype)
-        state.keys.view(s, state.key_channels, t + 1, p)[lanes, :, write_slot] = keys
-        state.values.view(s, state.objects, t + 1, p)[lanes, :, write_slot] = values
+        # Positions [p, stride) of a slot are padding: never written, never valid.
+        state.keys.view(s, state.key_channels, t + 1, stride)[lanes, :, write_slot, :p] = keys
+        state.values.view(s, state.objects, t + 1, stride)[lanes, :, write_slot, :p] = values
         state.slot_frame[lanes, write_slot] = write_frame
         state.slot_valid[lanes, write_slot] = torch.ones_like(write_slot, dtype=torch.bool)  # no host scalar: capturable
         state.slot_valid[:, t] = False

@@ -203,7 +203,8 @@ class StreamEngine:
         lanes, slots, objects, groups = self._needed_shape(bucket)
         state = bucket.state
         if state is None:
-            state = BucketState(lanes, slots, objects, groups, f16.shape[1], tuple(f16.shape[-2:]), f16.dtype, self.device)
+            state = BucketState(lanes, slots, objects, groups, f16.shape[1], tuple(f16.shape[-2:]), f16.dtype,
+                                self.device, self.options.position_align(self.device))
         elif (lanes, slots, objects, groups) != state.shape_key and (
             lanes > state.lanes or slots > state.slots or objects > state.objects or groups > state.groups
         ):

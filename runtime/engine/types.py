@@ -37,7 +37,11 @@ class EngineOptions:
         convolution inputs; lane_round / object_round: round lanes (S) and objects
         (N_max) up, 1 (exact) or 'pow2' (fewer shapes to capture);
         permanent_capacity: annotated frames each stream has room for before its slot
-        table grows; keep_prob: return each stream's probabilities (a copy under graphs).
+        table grows; keep_prob: return each stream's probabilities (a copy under graphs);
+        memory_align: the key positions of a memory slot are padded to a multiple of this
+        (padding is never valid), so that memory row strides are multiples of 16 elements
+        and the readout kernel loads key tiles with 16-byte vector loads; None: 16 on
+        CUDA, 1 (no padding: no mask to apply in the CPU readout) elsewhere.
     """
 
     cuda_graphs: bool = False
@@ -47,14 +51,25 @@ class EngineOptions:
     object_round: str | int = 1
     permanent_capacity: int = 1
     keep_prob: bool = True
+    memory_align: int | None = None
 
     def __post_init__(self) -> None:
+        if self.memory_align is not None and (
+            not isinstance(self.memory_align, int) or isinstance(self.memory_align, bool) or self.memory_align < 1
+        ):
+            raise ValueError(f"memory_align must be a positive integer or None, got {self.memory_align!r}")
         for name in ("lane_round", "object_round"):
             value = getattr(self, name)
             if value != "pow2" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
                 raise ValueError(f"{name} must be a positive integer or 'pow2', got {value!r}")
         if not isinstance(self.permanent_capacity, int) or self.permanent_capacity < 1:
             raise ValueError(f"permanent_capacity must be a positive integer, got {self.permanent_capacity!r}")
+
+    def position_align(self, device: torch.device | str) -> int:
+        """The memory slot padding in positions on ``device`` (see ``memory_align``)."""
+        if self.memory_align is not None:
+            return self.memory_align
+        return 16 if torch.device(device).type == "cuda" else 1
 
     @classmethod
     def fastest(cls, device: torch.device | str, cuda_graphs: bool = True, compile: bool = True) -> "EngineOptions":
@@ -94,7 +109,7 @@ class StreamResult:
 class StreamMemory:
     """A read-only view of one stream's memory (slot table on the host, tensors on the
     device): frames, permanent_frames, working_frames, used, capacity, allocated_bytes,
-    keys ((C, T*P) of its lane, in the key dtype)."""
+    keys ((C, T*P) of its lane, in the key dtype, without the slots' layout padding)."""
 
     def __init__(self, schedule: StreamSchedule, state: BucketState, lane: int) -> None:
         self._schedule, self._state, self._lane = schedule, state, lane
@@ -125,7 +140,7 @@ class StreamMemory:
 
     @property
     def keys(self) -> torch.Tensor:
-        return self._state.keys[self._lane, :, : self._state.slots * self._state.positions]
+        return self._state.lane_keys(self._lane)
 
 
 class PendingStep:

@@ -20,8 +20,14 @@ TRITON_MAX_TOP_K = 64
 
 
 def check_readout_args(query: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
-                       valid: torch.Tensor | None, top_k: int | None) -> None:
-    """Raise ValueError unless the shapes, dtypes and devices fit the readout's contract."""
+                       valid: torch.Tensor | None, top_k: int | None,
+                       lengths: torch.Tensor | None = None) -> None:
+    """Raise ValueError unless the shapes, dtypes and devices fit the readout's contract.
+
+    query (B, C, M), keys (B, C, L), values (B, N, L); valid (B, L) bool or None (a
+    broadcast view, e.g. stride 0 over B, is fine); lengths (B,) int32 or None: lane b
+    reads positions [0, lengths[b]) only (values below 0 read nothing, above L all). The
+    values of ``lengths`` are not read here: that would synchronize with the device."""
     if query.dim() != 3 or keys.dim() != 3 or values.dim() != 3:
         raise ValueError(
             f"expected query (B, C, M), keys (B, C, L), values (B, N, L); got "
@@ -41,8 +47,12 @@ def check_readout_args(query: torch.Tensor, keys: torch.Tensor, values: torch.Te
         if valid.dtype != torch.bool or tuple(valid.shape) != (b, length):
             raise ValueError(f"valid must be a (B, L) = ({b}, {length}) bool tensor, got "
                              f"{valid.dtype} {tuple(valid.shape)}")
-    devices = {t.device for t in (query, keys, values) + ((valid,) if valid is not None else ())}
+    if lengths is not None and (lengths.dtype != torch.int32 or tuple(lengths.shape) != (b,)):
+        raise ValueError(f"lengths must be a (B,) = ({b},) int32 tensor, got {lengths.dtype} {tuple(lengths.shape)}")
+    extra = tuple(t for t in (valid, lengths) if t is not None)
+    devices = {t.device for t in (query, keys, values) + extra}
     if len(devices) != 1:
-        raise ValueError(f"query, keys, values and valid must be on one device, got {sorted(map(str, devices))}")
+        raise ValueError(f"query, keys, values, valid and lengths must be on one device, got "
+                         f"{sorted(map(str, devices))}")
     if top_k is not None and (not isinstance(top_k, int) or top_k <= 0):
         raise ValueError(f"top_k must be a positive integer or None, got {top_k!r}")

@@ -79,7 +79,60 @@ def test_blocks_of_query_rows_give_the_same_result(monkeypatch):
     query, keys, values, _ = _case(seed=5, m=37)
     want = topk_readout_torch(query, keys, values, None, 6)
     monkeypatch.setattr(mod, "_CHUNK_ELEMENTS", 3 * 50 * 4)  # 4 rows per block
-    assert torch.equal(topk_readout_torch(query, keys, values, None, 6), want)
+    # bmm of 4 rows may round differently from bmm of 37 (seen: 1.2e-7): not bit-equal.
+    torch.testing.assert_close(topk_readout_torch(query, keys, values, None, 6), want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("top_k", [5, None])
+@pytest.mark.parametrize("capturing", [False, True])
+def test_prefix_readout_equals_the_full_masked_readout(monkeypatch, top_k, capturing):
+    """Per-lane counts (0, full, inside the memory, 1) read exactly what the full readout
+    reads with the mask built from the counts, and what the readout of each lane's prefix
+    alone reads; with and without another mask. capturing: as inside a CUDA graph capture
+    (the host may not read the counts), where the counts become a mask, not a slice."""
+    import stmae.kernels.topk as mod
+
+    if capturing:
+        monkeypatch.setattr(mod, "host_may_read", lambda t: False)
+    query, keys, values, g = _case(seed=7, b=5, length=64)
+    lengths = torch.tensor([0, 64, 17, 33, 1], dtype=torch.int32)
+    inside = torch.arange(64)[None, :] < lengths[:, None]
+    other = torch.rand(5, 64, generator=g) > 0.3
+    for valid in (None, other):
+        got = topk_readout_torch(query, keys, values, valid, top_k, lengths)
+        full = inside if valid is None else valid & inside
+        want = topk_readout_torch(query, keys, values, full, top_k)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+        assert torch.equal(got[0], torch.zeros_like(got[0]))  # count 0 reads zeros
+        for s in range(1, 5):
+            sel = full[s].nonzero().flatten()
+            alone = readout(keys[s:s + 1, :, sel], values[s:s + 1, :, sel], query[s:s + 1], top_k)
+            torch.testing.assert_close(got[s:s + 1], alone, rtol=0, atol=1e-6)
+    # Counts past the memory read all of it; negative counts read nothing.
+    wide = topk_readout_torch(query, keys, values, None, top_k, torch.tensor([99, -3, 64, 0, 5], dtype=torch.int32))
+    torch.testing.assert_close(wide[0], topk_readout_torch(query, keys, values, None, top_k)[0], rtol=0, atol=1e-6)
+    assert torch.equal(wide[1], torch.zeros_like(wide[1]))
+
+
+def test_prefix_slices_the_memory_unless_capturing(monkeypatch):
+    """Outside a capture the torch path multiplies only the longest prefix (the empty end
+    of every lane's memory is never read); inside one it keeps the shape and masks."""
+    import stmae.kernels.topk as mod
+
+    seen = []
+    real_similarity = mod.similarity
+
+    def spy(keys, query):
+        seen.append(keys.shape[-1])
+        return real_similarity(keys, query)
+
+    monkeypatch.setattr(mod, "similarity", spy)
+    query, keys, values, _ = _case(seed=8, length=64)
+    lengths = torch.tensor([16, 40, 3], dtype=torch.int32)
+    topk_readout_torch(query, keys, values, None, 5, lengths)
+    monkeypatch.setattr(mod, "host_may_read", lambda t: False)
+    topk_readout_torch(query, keys, values, None, 5, lengths)
+    assert seen == [40, 64]
 
 
 def test_bad_arguments_are_refused():
@@ -94,6 +147,10 @@ def test_bad_arguments_are_refused():
         topk_readout_torch(query, keys, values, None, 0)
     with pytest.raises(ValueError, match="backend"):
         topk_readout(query, keys, values, None, 5, backend="cuda")
+    with pytest.raises(ValueError, match="lengths must be"):
+        topk_readout_torch(query, keys, values, None, 5, torch.tensor([1, 2, 3]))  # int64
+    with pytest.raises(ValueError, match="lengths must be"):
+        topk_readout_torch(query, keys, values, None, 5, torch.tensor([1, 2], dtype=torch.int32))
 
 
 def test_dispatcher_picks_triton_only_on_cuda_with_triton(monkeypatch):
@@ -114,19 +171,37 @@ def test_dispatcher_picks_triton_only_on_cuda_with_triton(monkeypatch):
     assert choose_backend(cuda, 30) == "torch"
     query, keys, values, _ = _case()
     assert torch.equal(topk_readout(query, keys, values, None, 5), topk_readout_torch(query, keys, values, None, 5))
+    lengths = torch.tensor([50, 7, 0], dtype=torch.int32)
+    assert torch.equal(topk_readout(query, keys, values, None, 5, lengths=lengths),
+                       topk_readout_torch(query, keys, values, None, 5, lengths))
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed here")
 def test_triton_kernel_under_the_interpreter_matches_the_reference():
     """TRITON_INTERPRET must be set before triton is imported, so the check runs in a
     subprocess (tests/stmae/interpret_readout_case.py): fp32/fp16/bf16 keys, masks, fewer
-    valid positions than k, an empty stream, several memory splits; same top-k sets
-    (one-hot values expose them) and values within 1e-4."""
+    valid positions than k, an empty stream, several memory splits and one (fused), and
+    per-lane counts of readable positions (0, full, whole slots, inside a slot) in the
+    engine's padded slot layout against the full masked readout; same top-k sets (one-hot
+    values expose them) and values within 1e-4."""
     env = dict(os.environ, TRITON_INTERPRET="1", PYTHONPATH=str(ROOT))
     proc = subprocess.run([sys.executable, str(ROOT / "tests/stmae/interpret_readout_case.py")],
                           capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.count("ok ") == 7, proc.stdout
+    assert proc.stdout.count("ok ") == 10, proc.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed here")
+def test_splits_fill_whole_waves():
+    from stmae.kernels.triton_readout import MAX_SPLITS, wave_splits
+
+    # One 480p stream (26 blocks of 64 rows) on 132 SMs x 2: 10 splits fill 260 of 264.
+    assert wave_splits(26, 536, 132, 2) == 10
+    # 16 streams (416 programs): 1 split fills 79% of 2 waves, 3 splits 95% of 5.
+    assert wave_splits(416, 536, 132, 2) == 3
+    assert wave_splits(26, 8, 132, 2) == 2  # at least 4 tiles per split
+    assert wave_splits(1, 10_000, 1000, 1) == MAX_SPLITS
+    assert wave_splits(264, 536, 132, 2) == 1  # already whole waves
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
@@ -137,12 +212,14 @@ def test_triton_kernel_on_cuda_matches_the_reference():  # pragma: no cover - GP
     g = torch.Generator(device="cuda").manual_seed(0)
     for dtype in (torch.bfloat16, torch.float16, torch.float32):
         query = torch.randn(4, 256, 300, device="cuda", generator=g).to(dtype)
-        keys = torch.randn(4, 256, 3000, device="cuda", generator=g).to(dtype)
-        values = torch.rand(4, 3, 3000, device="cuda", generator=g)
-        valid = torch.rand(4, 3000, device="cuda", generator=g) > 0.3
-        got = topk_readout_triton(query, keys, values, valid, 30)
-        want = topk_readout_torch(query, keys, values, valid, 30)
-        assert float((got - want).abs().max()) < 2e-3, dtype
+        keys = torch.randn(4, 256, 3008, device="cuda", generator=g).to(dtype)
+        values = torch.rand(4, 3, 3008, device="cuda", generator=g)
+        valid = torch.rand(4, 3008, device="cuda", generator=g) > 0.3
+        lengths = torch.tensor([0, 3008, 1504, 700], dtype=torch.int32, device="cuda")
+        for splits in (None, 1):
+            got = topk_readout_triton(query, keys, values, valid, 30, lengths=lengths, splits=splits)
+            want = topk_readout_torch(query, keys, values, valid, 30, lengths)
+            assert float((got - want).abs().max()) < 2e-3, (dtype, splits)
 
 
 def test_agreement_is_total_for_float32_and_measured_for_half():
@@ -175,11 +252,18 @@ def _ptxas():
 
 
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="triton is not installed here")
-def test_triton_kernels_compile_for_a_hopper_gpu_without_spilling():
+def test_triton_kernels_compile_for_a_hopper_gpu_with_vector_loads_and_no_spills():
     """The interpreter accepts Python that the compiler refuses (e.g. a plain float global
-    in a kernel), so both kernels are also compiled ahead of time for sm_90 (H100/H200)
-    with triton's own toolchain, which needs no GPU; ptxas reports no register spills for
-    the default configuration."""
+    in a kernel) and ignores load hints, so both kernels are also compiled ahead of time
+    for sm_90 (H100/H200) with triton's own toolchain, which needs no GPU, specialized as
+    the engine launches them (memory row strides and L multiples of 16, unit strides along
+    L and along C of the query). For the default configuration: ptxas reports no register
+    spills; two programs fit on a multiprocessor (registers and shared memory, as
+    PROGRAMS_PER_SM assumes); the key and query tiles load with 16-byte asynchronous
+    copies: without a valid mask and scratch output, the lane's count is the only other
+    global load of the kernel."""
+    import re
+
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -189,12 +273,14 @@ def test_triton_kernels_compile_for_a_hopper_gpu_without_spilling():
     if _ptxas() is None:
         pytest.skip("this triton wheel has no NVIDIA toolchain (ptxas)")
 
-    def compile_(kernel, pointers, constexprs, num_warps):
+    def compile_(kernel, pointers, constexprs, num_warps, num_stages, divisible=()):
         sig = {a: ("constexpr" if a in constexprs else pointers.get(a, "i32")) for a in kernel.arg_names}
-        return triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": num_warps, "num_stages": 2})
+        attrs = {(kernel.arg_names.index(a),): [["tt.divisibility", 16]] for a in divisible}
+        return triton.compile(ASTSource(fn=kernel, signature=sig, constexprs=constexprs, attrs=attrs),
+                              target=GPUTarget("cuda", 90, 32),
+                              options={"num_warps": num_warps, "num_stages": num_stages})
 
-    def spills(compiled) -> str:
+    def ptxas_info(compiled) -> str:
         ptx = Path(os.environ.get("TMPDIR", "/tmp")) / f"stmae-readout-{os.getpid()}.ptx"
         ptx.write_text(compiled.asm["ptx"])
         try:
@@ -205,13 +291,36 @@ def test_triton_kernels_compile_for_a_hopper_gpu_without_spilling():
         assert out.returncode == 0, out.stderr
         return out.stderr
 
-    for dtype in ("bf16", "fp16", "fp32"):
-        pointers = {"q_ptr": f"*{dtype}", "k_ptr": f"*{dtype}", "valid_ptr": "*u8", "pv_ptr": "*fp32", "pi_ptr": "*i32"}
-        consts = {"HAS_VALID": True, "IEEE": dtype == "fp32", "UPCAST": False, "TOPK": 30, "K_PAD": 32,
-                  "BLOCK_M": 64, "BLOCK_L": 64, "BLOCK_C": 64}
-        info = spills(compile_(tr._partial_topk_kernel, pointers, consts, 8))
-        if dtype != "fp32":
-            assert "0 bytes spill stores" in info, info
+    divisible = ("q_ptr", "k_ptr", "valid_ptr", "len_ptr", "v_ptr", "out_ptr", "pv_ptr", "pi_ptr",
+                 "C", "L", "sq_b", "sq_m", "sk_b", "sk_c", "sva_b", "sv_b", "sv_n", "so_b", "so_n",
+                 "sp_b", "sp_s", "sp_m")
+    for dtype, torch_dtype in (("bf16", torch.bfloat16), ("fp16", torch.float16), ("fp32", torch.float32)):
+        cfg = tr.default_config(torch_dtype)
+        pointers = {"q_ptr": f"*{dtype}", "k_ptr": f"*{dtype}", "valid_ptr": "*u8", "len_ptr": "*i32",
+                    "v_ptr": "*fp32", "out_ptr": "*fp32", "pv_ptr": "*fp32", "pi_ptr": "*i32"}
+        for fused, has_valid in ((False, True), (True, True), (False, False)):
+            consts = {"HAS_VALID": has_valid, "HAS_LEN": True, "FUSED": fused, "Q_ONCE": False, "EVEN_C": True,
+                      "EVEN_L": False, "IEEE": dtype == "fp32", "UPCAST": False, "TOPK": 30, "K_PAD": 32,
+                      "BLOCK_M": cfg["block_m"], "BLOCK_L": cfg["block_l"], "BLOCK_C": cfg["block_c"],
+                      "sq_c": 1, "sk_l": 1, "sva_l": 1, "sv_l": 1, "so_m": 1}
+            compiled = compile_(tr._readout_kernel, pointers, consts, cfg["num_warps"], cfg["num_stages"],
+                                tuple(a for a in divisible if a not in consts))
+            info = ptxas_info(compiled)
+            name = f"{dtype} fused={fused} valid={has_valid}"
+            assert "0 bytes spill stores" in info, (name, info)
+            regs = int(re.search(r"Used (\d+) registers", info).group(1))
+            per_program = -(-regs // 8) * 8 * 32 * cfg["num_warps"]  # allocated per warp in units of 8 per thread
+            assert per_program * tr.PROGRAMS_PER_SM <= 65536, (name, regs)
+            assert compiled.metadata.shared * tr.PROGRAMS_PER_SM <= 227 * 1024, (name, compiled.metadata.shared)
+            ptx = compiled.asm["ptx"]
+            copies = re.findall(r"cp\.async\.cg\.shared\.global \[[^\]]+\], \[[^\]]+\], 0x10", ptx)
+            tile_bytes = (cfg["block_m"] + cfg["block_l"]) * cfg["block_c"] * (4 if dtype == "fp32" else 2)
+            # Per pipeline stage, each of the 32 x num_warps threads copies 16 bytes at a time.
+            per_stage = tile_bytes // (16 * 32 * cfg["num_warps"])
+            assert len(copies) >= per_stage, (name, len(copies))
+            if not has_valid:
+                assert len(re.findall(r"ld\.global", ptx)) == 1, name  # the count; no scalar key/query load
     pointers = {"pv_ptr": "*fp32", "pi_ptr": "*i32", "v_ptr": "*fp32", "out_ptr": "*fp32"}
-    info = spills(compile_(tr._finish_kernel, pointers, {"TOPK": 30, "K_PAD": 32, "SPLITS_PAD": 8, "BLOCK_M": 16}, 4))
+    info = ptxas_info(compile_(tr._merge_kernel, pointers, {"TOPK": 30, "K_PAD": 32, "SPLITS_PAD": 16,
+                                                            "BLOCK_M": tr.MERGE_BLOCK_M}, 8, 2))
     assert "0 bytes spill stores" in info, info

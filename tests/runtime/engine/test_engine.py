@@ -129,11 +129,98 @@ def test_masked_readout_equals_readout_over_valid_memory():
     assert torch.equal(empty, torch.zeros_like(empty))
 
 
+def test_padded_slots_and_prefix_counts_read_as_the_unpadded_memory(monkeypatch):
+    """The readout of the engine's padded layout (6 key positions in slots of 8; the
+    padding holds keys that would win every top-k if they were read) equals the readout
+    of the unpadded memory, and each group passes its count of readable positions (up to
+    its last valid slot; 0 for a group with none) as an (S,) int32 tensor."""
+    import runtime.engine.device_step as device_step
+
+    calls = []
+    real_topk = device_step.topk_readout
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("lengths"))
+        return real_topk(*args, **kwargs)
+
+    monkeypatch.setattr(device_step, "topk_readout", spy)
+    g = torch.Generator().manual_seed(1)
+    s, c, t, p, stride, n, m = 2, 8, 4, 6, 8, 3, 5
+    keys = torch.randn(s, c, t, p, generator=g) * 3
+    values = torch.rand(s, n, t, p, generator=g)
+    query = torch.randn(s, c, m, generator=g) * 3
+    padded_keys = (query.mean(dim=2, keepdim=True)[..., None] * 100).expand(s, c, t, stride).clone()
+    padded_keys[..., :p] = keys
+    padded_values = torch.full((s, n, t, stride), 7.0)
+    padded_values[..., :p] = values
+    real = torch.arange(stride) < p
+    valid = torch.tensor([[[1, 1, 1, 0], [0, 0, 1, 0]], [[0, 1, 0, 1], [0, 0, 0, 0]]], dtype=torch.bool)
+    group = torch.tensor([[0, 1, 1], [0, 0, 0]])
+    got = readout(query, padded_keys.flatten(2), padded_values.flatten(2), valid, group, 7, real)
+    want = readout(query, keys.flatten(2), values.flatten(2), valid, group, 7)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+    lengths = calls[:2]
+    assert all(x.dtype == torch.int32 for x in lengths)
+    assert [x.tolist() for x in lengths] == [[3 * stride, 4 * stride], [3 * stride, 0]]
+    every = torch.ones(s, 1, t, dtype=torch.bool)
+    torch.testing.assert_close(readout(query, padded_keys.flatten(2), padded_values.flatten(2), None, None, 7, real),
+                               readout(query, keys.flatten(2), values.flatten(2), every, torch.zeros_like(group), 7),
+                               rtol=1e-6, atol=1e-6)
+
+
+def test_static_program_with_padded_memory_reads_only_valid_slots(small_model, monkeypatch):
+    """The static program (what a CUDA graph captures) over memory slots padded to 16
+    positions (as on CUDA: 2x3 = 6 key positions per frame here) gives each video's masks
+    alone, keeps its shapes, and reads each lane only up to its last valid slot."""
+    import runtime.engine.device_step as device_step
+
+    calls = []
+    real_topk = device_step.topk_readout
+
+    def spy(query, keys, values, valid, top_k, **kwargs):
+        calls.append((keys.shape[-1], kwargs.get("lengths")))
+        return real_topk(query, keys, values, valid, top_k, **kwargs)
+
+    monkeypatch.setattr(device_step, "topk_readout", spy)
+    backend = TorchBackend(small_model)
+    options = EngineOptions(cuda_graphs=True, memory_align=16)
+    videos = {"a": video(8, 2, seed=41), "b": video(8, 1, seed=42)}
+    want = {name: alone(backend, *v) for name, v in videos.items()}
+    engine = StreamEngine(backend, CONFIG, options)
+    got = {name: [] for name in videos}
+    for name in videos:
+        engine.add_stream(name)
+    counts = []
+    for t in range(8):
+        calls.clear()
+        used = [engine.schedule(name).used for name in videos]  # valid slots (a prefix) before the frame
+        inputs = {name: check_step_input(engine.schedule(name), frames[t], masks.get(t))
+                  for name, (frames, masks) in videos.items()}
+        for name, result in engine.step(inputs).items():
+            got[name].append(result)
+        state = next(iter(engine._buckets.values())).state
+        if t > 0:  # frame 0 is annotated: the static program runs from frame 1 on
+            # Full-window shape, and each lane's count of valid slots as the readable prefix.
+            assert [length for length, _ in calls] == [state.slots * 16]
+            counts.append(calls[0][1].tolist())
+            assert counts[-1] == [u * 16 for u in used]
+    assert counts[0] == [16, 16] and counts[-1] == [48, 48] and state.slots == 3  # 1 then 3 of 3 slots
+    for name in videos:
+        for g, w in zip(got[name], want[name]):
+            assert_same(g, w, f"stream {name} frame {g.index}")
+    assert (state.stride, state.keys.stride(1) % 16, state.keys.shape[-1]) == (16, 0, (state.slots + 1) * 16)
+    assert engine.memory("a").keys.shape == (small_model.config.key_channels[0], state.slots * 6)
+
+
 def test_engine_options_validate():
     with pytest.raises(ValueError, match="lane_round"):
         EngineOptions(lane_round=0)
+    with pytest.raises(ValueError, match="memory_align"):
+        EngineOptions(memory_align=0)
     assert EngineOptions.fastest("cpu") == EngineOptions()
     assert EngineOptions.fastest("cuda").cuda_graphs
+    assert EngineOptions().position_align("cpu") == 1 and EngineOptions().position_align("cuda") == 16
+    assert EngineOptions(memory_align=8).position_align("cuda") == 8
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a CUDA GPU (none on this machine)")
