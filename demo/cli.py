@@ -6,6 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import DEFAULT_SEED
+
+DEFAULT_OUT = "runs/stmae-demo"
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -13,10 +17,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="Trained small STMAE -> ONNX export (cached) -> ONNX Runtime -> masks, overlay, "
                     "contact sheet and report, on a synthetic clip or your video.",
     )
-    p.add_argument("--out", default="stmae-demo-out", help="output folder (default: stmae-demo-out)")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT}, under runs/, which git ignores)")
     p.add_argument("--checkpoint", help="checkpoint (default: the trained small model in weights/)")
     p.add_argument("--input", help="a video file or a folder of frames (default: a synthetic clip)")
     p.add_argument("--mask", help="the first frame's mask (with --input)")
+    p.add_argument("--gt", metavar="DIR",
+                   help="with --input: your video's annotations, one PNG label map per frame named like the frames "
+                   "(DAVIS layout: Annotations/<resolution>/<sequence>); the report then gives J&F. A folder that "
+                   "lacks any frame's annotation is refused")
     p.add_argument("--backend", default="onnxruntime", choices=["onnxruntime", "torch"])
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"], help="export precision (onnxruntime)")
     p.add_argument("--device", default="cpu")
@@ -25,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shorter side processed, and of the synthetic clip (default: the checkpoint's processing size, "
                    "240 for the shipped model; else 480)")
     p.add_argument("--objects", type=int, default=2, help="objects in the synthetic clip (default 2)")
-    p.add_argument("--seed", type=int, default=3, help="synthetic clip seed (default 3)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                   help=f"synthetic clip seed (default {DEFAULT_SEED}: a typical clip, J&F near the median of seeds 0-9)")
     return p
 
 
@@ -48,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         config = DemoConfig(
             out_dir=Path(args.out), checkpoint=Path(args.checkpoint) if args.checkpoint else None,
             input=Path(args.input) if args.input else None, mask=Path(args.mask) if args.mask else None,
+            gt=Path(args.gt) if args.gt else None,
             frames=args.frames, size=args.size, objects=args.objects, seed=args.seed,
             backend=args.backend, precision=args.precision, device=args.device,
         )

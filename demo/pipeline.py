@@ -1,5 +1,6 @@
 """The demo pipeline: checkpoint -> cached ONNX export -> ONNX Runtime session over a clip
--> masks, overlay video, contact sheet, report (J&F against the clip's exact masks).
+-> masks, overlay video, contact sheet, report (J&F against the clip's exact masks, or
+against your video's annotations with ``gt``: :mod:`demo.ground_truth`).
 
 The synthetic clip is made at the network's own resolution (the checkpoint's
 ``processing_size``; 240 for the shipped model) in the 'scene' style. Every file the demo
@@ -22,17 +23,20 @@ from runtime.config import MAX_SIZE, SessionConfig
 from runtime.export_manifest import ExportManifestError, load_manifest, sha256_file
 from runtime.io.frames import open_frames
 from runtime.io.mask_io import read_mask, write_mask
+from runtime.io.overlay import OverlayWriter
 from runtime.metrics import evaluate_objects
 from runtime.engine.session import VideoSession
 from runtime.sizing import AUTO, resolve_size
 from stmae import generate_clip
-from stmae.atomic import atomic_write_text, remove_stale_temps
-from stmae.outputs import OutputError, prepare_output_folder, refuse_alias, write_record, written_by
+from runtime.io.gate import check_output, folder_entries
+from stmae.atomic import atomic_write_text
+from stmae.outputs import write_record, written_by
 
 from export.config import ExportConfig
 from export.exporter import run_export
+from . import DEFAULT_SEED
 from .contact_sheet import contact_sheet
-from .video import BrowserVideoWriter
+from .ground_truth import ground_truth_paths, read_ground_truth
 
 TOOL = "stmae-demo"
 MAX_SYNTHETIC_FRAMES = 3000  # the demo keeps the clip in memory (240p: about 0.3 MB a frame)
@@ -56,18 +60,20 @@ class DemoConfig:
     """out_dir: where everything goes; checkpoint: None = the shipped trained weights;
     input/mask: real frames (folder or video) and the first mask, or None for the synthetic
     clip (``frames`` frames, shorter side ``size``, 16:9, ``objects`` objects crossing, one
-    occluded for a while); size: shorter side processed and of the synthetic clip (None:
-    the checkpoint's processing size, else 480); backend: 'onnxruntime' (exports, cached) or 'torch';
-    precision: the export's precision; device: 'cpu' or 'cuda'."""
+    occluded for a while); gt: with ``input``, a folder holding every frame's annotation
+    (:mod:`demo.ground_truth`; scored with J&F); size: shorter side processed and of the
+    synthetic clip (None: the checkpoint's processing size, else 480); backend: 'onnxruntime'
+    (exports, cached) or 'torch'; precision: the export's precision; device: 'cpu' or 'cuda'."""
 
     out_dir: Path
     checkpoint: Path | None = None
     input: Path | None = None
     mask: Path | None = None
+    gt: Path | None = None
     frames: int = 32
     size: int | None = None
     objects: int = 2
-    seed: int = 3
+    seed: int = DEFAULT_SEED
     backend: str = "onnxruntime"
     precision: str = "fp32"
     device: str = "cpu"
@@ -76,6 +82,9 @@ class DemoConfig:
     def __post_init__(self) -> None:
         if (self.input is None) != (self.mask is None):
             raise ValueError("--input and --mask go together: real frames need their first mask")
+        if self.gt is not None and self.input is None:
+            raise ValueError("--gt goes with --input (your video's annotations); the synthetic clip is scored "
+                             "against its own exact masks")
         if self.frames < 3:
             raise ValueError(f"frames must be >= 3, got {self.frames}")
         if self.size is not None and not 32 <= self.size <= MAX_SIZE:
@@ -89,16 +98,10 @@ class DemoConfig:
 
 
 def check_demo_folder(out: Path, inputs: dict) -> None:
-    """``out`` must not alias an input, and must be new, empty, or a folder stmae-demo made
-    (its output record): a re-run replaces only the demo's own files there."""
-    refuse_alias(out, "--out", inputs)
-    if out.is_dir() and any(out.iterdir()) and not written_by(out, TOOL):
-        raise OutputError(
-            f"--out {out} already holds files not written by {TOOL} (no output record); it was left "
-            f"untouched: choose a new --out"
-        )
-    prepare_output_folder(out, "--out")
-    remove_stale_temps(out)
+    """The output gate (:func:`runtime.io.gate.check_output`): ``out`` must not alias an
+    input, and must be new, empty, or a folder stmae-demo made (its output record): a re-run
+    replaces only the demo's own files there (:func:`clear_previous_outputs`)."""
+    check_output(out, "--out", inputs, tool=TOOL, earlier=folder_entries(out), owned=written_by(out, TOOL))
     write_record(out, TOOL)
 
 
@@ -122,7 +125,10 @@ def cached_export(checkpoint: Path, export_dir: Path, precision: str, log: Calla
 
 
 def _load_clip(config: DemoConfig, size: int) -> tuple[list[np.ndarray], list[np.ndarray] | None, np.ndarray, list[str], float]:
-    """-> (frames RGB, ground-truth masks or None, first mask, frame names, fps)."""
+    """-> (frames (H, W, 3) uint8 RGB, ground-truth (H, W) uint8 label maps or None, first
+    mask (H, W) uint8, frame names, fps). With ``config.gt``, a frame without its annotation
+    is refused before any frame of a folder is decoded (a video's frames are named once
+    decoded)."""
     if config.input is None:
         width = int(round(size * 16 / 9))
         clip = generate_clip(frames=config.frames, height=size, width=width, objects=config.objects,
@@ -130,13 +136,18 @@ def _load_clip(config: DemoConfig, size: int) -> tuple[list[np.ndarray], list[np
         names = [f"{i:05d}" for i in range(config.frames)]
         return list(clip.frames), list(clip.masks), clip.masks[0], names, 24.0
     source = open_frames(config.input)
+    if config.gt is not None and hasattr(source, "names"):
+        ground_truth_paths(config.gt, source.names)
     frames, names = [], []
     for name, frame in source:
         frames.append(frame)
         names.append(name)
     first = read_mask(config.mask)[0]
+    truth = None
+    if config.gt is not None:
+        truth = read_ground_truth(ground_truth_paths(config.gt, names), frames[0].shape[:2])
     fps = getattr(source, "fps", 24.0) or 24.0
-    return frames, None, first, names, float(fps)
+    return frames, truth, first, names, float(fps)
 
 
 REPORT_KIND = "stmae-demo report"
@@ -179,12 +190,15 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
     wall = time.perf_counter()
     out = config.out_dir
     checkpoint = Path(config.checkpoint) if config.checkpoint else default_checkpoint()
-    check_demo_folder(out, {"--input": config.input, "--mask": config.mask, "--checkpoint": checkpoint})
+    check_demo_folder(out, {"--input": config.input, "--mask": config.mask, "--gt": config.gt,
+                            "--checkpoint": checkpoint})
     sized = resolve_size(config.size if config.size is not None else AUTO, checkpoint=checkpoint)
+    # Inputs are read and checked before the previous run's files are removed: a refused
+    # run leaves them as they were.
+    frames, truth, first_mask, names, fps = _load_clip(config, sized.size)
     removed = clear_previous_outputs(out)
     if removed:
         log(f"removed {len(removed)} files of the previous demo run in {out}")
-    frames, truth, first_mask, names, fps = _load_clip(config, sized.size)
     # Record what this run will write before writing it, so that an interrupted run is
     # cleared by the next one too.
     planned = [f"masks/{n}.png" for n in names] + ["overlay.webm", "contact_sheet.png", "report.md", "report.json"]
@@ -206,7 +220,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
     predictions, frame_seconds = [], []
     h, w = frames[0].shape[:2]
     overlay_path = out / "overlay.webm"
-    with BrowserVideoWriter(overlay_path, fps, (h, w)) as overlay:
+    with OverlayWriter(overlay_path, fps, (h, w)) as overlay:
         for i, (frame, name) in enumerate(zip(frames, names)):
             timer.begin_frame()
             start = time.perf_counter()
@@ -244,6 +258,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
         "device": str(backend.device),
         "input": str(config.input) if config.input else
         f"synthetic scene clip (seed {config.seed}, {config.objects} objects, one passing behind another)",
+        "ground_truth": None if truth is None else
+        (str(config.gt) if config.gt is not None else "the synthetic clip's exact masks"),
         "frames": len(frames),
         "frame_size": [h, w],
         "processed_shorter_side": sized.size,
@@ -272,7 +288,8 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
 
 def summary_lines(report: dict) -> list[str]:
     s = report["scores"]
-    score = "J&F n/a (no ground truth for this input)" if s is None else f"J&F {s['J&F']:.4f}  J {s['J']:.4f}  F {s['F']:.4f}"
+    score = ("J&F n/a (no ground truth for this input: --gt DIR)" if s is None
+             else f"J&F {s['J&F']:.4f}  J {s['J']:.4f}  F {s['F']:.4f}")
     export = report["export"]
     exp = "" if export is None else (" (export reused from cache)" if export["reused_cache"] else f" (exported in {export['seconds']:.1f} s)")
     n = report["objects"]

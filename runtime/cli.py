@@ -43,6 +43,9 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
                         help="torch backend: convolution precision (fp16/bf16 on CUDA only; default fp32)")
+    parser.add_argument("--allow-tf32", action="store_true",
+                        help="CUDA: let float32 products and convolutions use TF32 (faster, ~1e-3 relative "
+                        "error); default off: fp32 means IEEE float32")
     parser.add_argument("--size", type=parse_size, default=AUTO,
                         help="resize frames so the shorter side is SIZE pixels (-1: as they are; default auto: "
                         "the resolution the checkpoint or export records, else 480 for published checkpoints)")
@@ -54,6 +57,9 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
                         help=f"working memory window in frames, besides annotated frames (default {DEFAULT_MAX_MEMORY_FRAMES})")
     parser.add_argument("--overwrite", action="store_true", help="replace masks already in the output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--png-level", type=int, default=None, metavar="0-9",
+                        help="zlib compression of the mask PNGs, 0 (none) to 9 (smallest files); every level "
+                        "gives the same labels (default 1: fast)")
 
 
 def _resolved_size(args: argparse.Namespace) -> ResolvedSize:
@@ -77,6 +83,23 @@ def _session_config(args: argparse.Namespace, size: int) -> SessionConfig:
                          .replace("max_memory_frames", "--max-memory-frames").replace("size", "--size", 1)) from None
 
 
+def _png_level(args: argparse.Namespace) -> int:
+    """--png-level, checked (default: runtime.io.mask_io.DEFAULT_PNG_LEVEL)."""
+    from .io.mask_io import DEFAULT_PNG_LEVEL, check_png_level
+
+    try:
+        return check_png_level(DEFAULT_PNG_LEVEL if args.png_level is None else args.png_level)
+    except ValueError as exc:
+        raise InputError(str(exc).replace("png_level", "--png-level")) from None
+
+
+def _pipeline(args: argparse.Namespace):
+    """The pipelined frame loop's options (runtime.io.pipeline) from the command line."""
+    from .io.pipeline import PipelineOptions
+
+    return PipelineOptions(png_level=args.png_level)
+
+
 def _backend(args: argparse.Namespace):
     import torch
 
@@ -97,6 +120,7 @@ def _backend(args: argparse.Namespace):
         export_dir=args.export_dir,
         device=device,
         precision=args.precision,
+        options={"tf32": args.allow_tf32},
     )
 
 
@@ -108,7 +132,13 @@ def _backend_spec(args: argparse.Namespace):
         raise InputError("--checkpoint is required with --backend torch")
     if args.backend != "torch" and not args.export_dir:
         raise InputError(f"--export-dir is required with --backend {args.backend} (make one with stmae-export)")
-    return BackendSpec(args.backend, args.checkpoint, args.export_dir, args.device or _default_device(), args.precision)
+    return BackendSpec(args.backend, args.checkpoint, args.export_dir, args.device or _default_device(), args.precision,
+                       args.allow_tf32)
+
+
+def _model_inputs(args: argparse.Namespace) -> dict[str, str | None]:
+    """The model files an output must not alias: --checkpoint and --export-dir."""
+    return {"--checkpoint": args.checkpoint, "--export-dir": args.export_dir}
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -165,7 +195,8 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--input", help="folder of frames (jpg/png, sorted by name), a video file, or a live "
                         "source: rtsp://, rtmp://, http(s)://, udp:// URL or /dev/videoN")
-    parser.add_argument("--mask", help="label-map PNG of the first frame (0 = background, 1..255 = objects)")
+    parser.add_argument("--mask", help="label-map PNG of the first frame: 0 = background, 1..254 = objects, "
+                        "255 = void (never an object); a greyscale 0/255 mask is one object (see docs/segment.md#masks)")
     parser.add_argument("--masks-dir", help="folder of masks named after frames (00000.png ... for a video); "
                         "a later mask introduces objects not seen before")
     parser.add_argument("--out", help="output folder for the masks (a live source may write only --overlay)")
@@ -176,6 +207,7 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int | None:
+        args.png_level = _png_level(args)
         if wants_corpus(args):
             if not args.out:
                 raise InputError("--out is required: the folder that gets one subfolder of masks per video")
@@ -199,14 +231,15 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         config = _session_config(args, size.size)
         frames = first_frames(open_frames(args.input), args.max_frames)
         annotations = load_annotations(frames, args.mask, args.masks_dir)
-        check_targets(args.input, args.out, args.overlay, args.overwrite, args.mask, args.masks_dir)
+        check_targets(args.input, args.out, args.overlay, args.overwrite, args.mask, args.masks_dir,
+                      _model_inputs(args))
         backend = _backend(args)  # a bad checkpoint or export is refused before --out is created
         check_output_folder(args.out, args.overwrite)  # created and proven writable before the network runs
         with _progress(len(frames), "frame", args.quiet) as bar:
             summary = segment_video(
                 backend, args.input, args.out, config=config, overwrite=args.overwrite,
                 overlay=args.overlay, on_frame=lambda _: bar.update(1),
-                frames=frames, annotations=annotations,
+                frames=frames, annotations=annotations, pipeline=_pipeline(args),
             )
         print(summary.line(size.text()))
         if summary.warning():
@@ -240,9 +273,11 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def body() -> int | None:
-        from .evaluation import RESULTS_CSV, check_eval_output, evaluate_sequences, read_split
+        from .evaluation import RESULTS_CSV, TOOL, check_eval_output, evaluate_sequences, read_split, written_outputs
+        from .io.gate import finish_run
         from .io.frames import FrameFolder
 
+        args.png_level = _png_level(args)
         root = Path(args.dataset)
         if not root.is_dir():
             raise InputError(f"--dataset {root} does not exist")
@@ -268,15 +303,18 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
                 raise InputError(f"sequence {name!r}: {folder} does not exist (is --resolution right?)")
             n = len(FrameFolder(folder))
             total += min(n, args.max_frames) if args.max_frames else n
-        backend = _backend(args)
-        check_eval_output(out, root, names, args.overwrite)  # before the network runs
+        check_eval_output(out, root, names, args.overwrite, _model_inputs(args), create=False)  # nothing made yet
+        backend = _backend(args)  # a bad checkpoint or export is refused before --out is created
+        check_eval_output(out, root, names, args.overwrite, _model_inputs(args))  # before the network runs
         with _progress(total, "frame", args.quiet) as bar:
             result = evaluate_sequences(
                 backend, root, names, resolution, out, config,
                 overwrite=args.overwrite, max_frames=args.max_frames, streams=args.streams,
                 on_frame=lambda seq, i: (bar.set_description(seq, refresh=False), bar.update(1)),
+                pipeline=_pipeline(args),
             )
         result.write_csv(results_csv)
+        finish_run(out, TOOL, written_outputs(out, names))  # what a later --overwrite removes
         for seq in result.sequences:
             print(f"{seq.name:<24} J {seq.J:.4f}  F {seq.F:.4f}  J&F {seq.JF:.4f}  ({seq.frames} frames)")
         print(f"per-sequence results: {results_csv}")

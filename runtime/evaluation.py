@@ -2,26 +2,28 @@
 
 Layout of a DAVIS root: ``JPEGImages/<resolution>/<seq>/*.jpg``,
 ``Annotations/<resolution>/<seq>/*.png`` (one per frame), ``ImageSets/<year>/<split>.txt``.
-Each sequence is segmented from its first annotation with a fresh
-:class:`runtime.engine.session.VideoSession`, then scored with :mod:`runtime.metrics` (DAVIS
-semi-supervised protocol: first and last frames excluded; dataset means over objects).
+Each sequence is segmented from its first annotation in a stream of its own, through the
+pipelined loop (:mod:`runtime.evaluation_streams`, :mod:`runtime.io.pipeline`), then scored
+with :mod:`runtime.metrics` (DAVIS semi-supervised protocol: first and last frames
+excluded; dataset means over objects).
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from stmae.atomic import remove_stale_temps
-from stmae.outputs import prepare_output_folder, refuse_alias, write_record, written_by
+from stmae.outputs import written_by
 
 from .backends.base import Backend
 from .config import SessionConfig
 from .errors import InputError, output_refusals_as_input_errors
-from .io.mask_io import existing_masks, read_mask, write_mask
-from .sequence_scores import EvalResult, SequenceResult, named_sequence, open_sequence, score_sequence
-from .engine.session import VideoSession
+from .io.gate import begin_run, check_output
+from .engine.types import EngineOptions
+from .evaluation_streams import evaluate_streams
+from .io.mask_io import existing_masks
+from .io.pipeline import PipelineOptions
+from .sequence_scores import EvalResult, SequenceResult  # noqa: F401 - SequenceResult: public name here
 
 
 def read_split(dataset_root: str | Path, split: str, year: str | None = None) -> list[str]:
@@ -49,47 +51,38 @@ def read_split(dataset_root: str | Path, split: str, year: str | None = None) ->
     return names
 
 
-def refuse_existing_predictions(out_dir: str | Path, sequences: Sequence[str]) -> None:
-    """Raise InputError if ``out_dir/<seq>/`` already holds masks for any sequence."""
-    for name in sequences:
-        existing = existing_masks(Path(out_dir) / name)
-        if existing:
-            raise InputError(
-                f"{Path(out_dir) / name} already has {len(existing)} mask(s) (e.g. {existing[0].name}); "
-                f"pass --overwrite to replace them, or choose another output folder"
-            )
-
-
 TOOL = "stmae-eval"
 RESULTS_CSV = "results.csv"
 
 
-def check_eval_output(out_dir: str | Path, dataset_root: str | Path, sequences: Sequence[str], overwrite: bool) -> Path:
-    """Check ``out_dir`` before any work: not inside or holding the dataset; earlier
+def check_eval_output(out_dir: str | Path, dataset_root: str | Path, sequences: Sequence[str], overwrite: bool,
+                      other_inputs: dict[str, str | Path | None] | None = None, create: bool = True) -> Path:
+    """Check ``out_dir`` before any work, through the output gate
+    (:func:`runtime.io.gate.check_output`): not inside or holding the dataset; earlier
     results only replaced with ``overwrite`` and only if stmae-eval wrote them (its output
-    record is there); created and proven writable. Writes the record."""
+    record is there); created and proven writable. other_inputs: more inputs ({flag: path},
+    e.g. the ``--checkpoint``). Then (``create``; else nothing is created or removed) the
+    earlier run's outputs, as its record lists them, are removed and this run's record is
+    written."""
     out = Path(out_dir)
-    with output_refusals_as_input_errors():
-        refuse_alias(out, "--out", {"--dataset": dataset_root})
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder; choose a folder for the results")
     results = out / RESULTS_CSV
-    earlier = [results] if results.exists() else []
+    earlier = [results] if results.is_file() else []
     earlier += [m for name in sequences for m in existing_masks(out / name)]
-    if earlier and not overwrite:
-        if results.exists():
-            raise InputError(f"{results} already exists; pass --overwrite to replace it")
-        refuse_existing_predictions(out, sequences)
-    if earlier and not written_by(out, TOOL):
-        raise InputError(
-            f"--overwrite replaces only results that {TOOL} wrote, and {out} holds {earlier[0].name} "
-            f"without a {TOOL} record; it was left untouched: choose another --out"
-        )
     with output_refusals_as_input_errors():
-        prepare_output_folder(out, "--out")
-    remove_stale_temps(out)
-    write_record(out, TOOL, dataset=str(Path(dataset_root).resolve()))
+        check_output(out, "--out", {"--dataset": dataset_root, **(other_inputs or {})}, tool=TOOL, earlier=earlier,
+                     owned=written_by(out, TOOL), overwrite=overwrite, noun="results", create=create)
+    if not create:
+        return out
+    begin_run(out, TOOL, outputs=None, candidates=earlier, dataset=str(Path(dataset_root).resolve()))
     return out
+
+
+def written_outputs(out_dir: str | Path, sequences: Sequence[str]) -> list[str]:
+    """What a finished evaluation wrote into ``out_dir`` (relative paths): the masks of
+    ``sequences`` and results.csv (the earlier run's were removed before it started)."""
+    out = Path(out_dir)
+    masks = [f"{name}/{m.name}" for name in sequences for m in existing_masks(out / name)]
+    return masks + ([RESULTS_CSV] if (out / RESULTS_CSV).is_file() else [])
 
 
 def _sequence_paths(root: Path, resolution: str, name: str) -> tuple[Path, Path]:
@@ -113,6 +106,7 @@ def evaluate_sequences(
     max_frames: int | None = None,
     on_frame: Callable[[str, int], None] | None = None,
     streams: int = 1,
+    pipeline: PipelineOptions | None = None,
 ) -> EvalResult:
     """Segment and score DAVIS sequences.
 
@@ -122,8 +116,9 @@ def evaluate_sequences(
     max_frames: score only the first frames of each sequence (quick validation; the
     protocol then applies to the shortened sequence); on_frame(seq, frame_index) is called
     after every frame; streams: sequences segmented together by the batched engine
-    (:mod:`runtime.evaluation_streams`; the same masks as one at a time).
-    Returns an :class:`EvalResult`.
+    (:mod:`runtime.evaluation_streams`; the same masks as one at a time); pipeline: how
+    frames are decoded ahead and masks written (PNG level, threads); every mask is on disk,
+    synced, when this returns. Returns an :class:`EvalResult`.
     """
     if not isinstance(streams, int) or isinstance(streams, bool) or streams < 1:
         raise InputError(f"streams must be a positive integer, got {streams!r}")
@@ -140,42 +135,8 @@ def evaluate_sequences(
     if out is not None:
         check_eval_output(out, root, sequences, overwrite)
     if streams > 1:
-        from .evaluation_streams import evaluate_streams
-
-        return EvalResult(evaluate_streams(backend, paths, config, out, max_frames, on_frame, streams))
-    results = []
-    for name in sequences:
-        frames_dir, gt_dir = paths[name]
-        with named_sequence(name):
-            results.append(
-                _evaluate_one(backend, name, frames_dir, gt_dir, config, out, max_frames, on_frame)
-            )
-    return EvalResult(tuple(results))
-
-
-def _evaluate_one(
-    backend: Backend,
-    name: str,
-    frames_dir: Path,
-    gt_dir: Path,
-    config: SessionConfig,
-    out: Path | None,
-    max_frames: int | None,
-    on_frame: Callable[[str, int], None] | None,
-) -> SequenceResult:
-    frames, names, first_mask, palette = open_sequence(name, frames_dir, gt_dir, out, max_frames)
-    session = VideoSession(backend, config)
-    predictions, truths = [], []
-    start = time.perf_counter()
-    for i, (frame_name, frame) in enumerate(frames):
-        if i >= len(names):
-            break
-        result = session.step(frame, first_mask if i == 0 else None)
-        predictions.append(result.labels)
-        gt, _ = read_mask(gt_dir / f"{frame_name}.png")
-        truths.append(gt)
-        if out is not None:
-            write_mask(out / name / f"{frame_name}.png", result.labels, palette)
-        if on_frame is not None:
-            on_frame(name, i)
-    return score_sequence(name, predictions, truths, time.perf_counter() - start)
+        return EvalResult(evaluate_streams(backend, paths, config, out, max_frames, on_frame, streams,
+                                           pipeline=pipeline))
+    # One sequence at a time: the eager engine on frames decoded on the CPU, as a session.
+    return EvalResult(evaluate_streams(backend, paths, config, out, max_frames, on_frame, 1,
+                                       options=EngineOptions(), pipeline=pipeline, device_decode=False))

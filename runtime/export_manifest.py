@@ -118,6 +118,9 @@ class ExportManifest:
     processing_size: the shorter side (pixels) the source network runs at (its
         checkpoint's ``processing_size``, else 480); ``--size auto`` uses it; None for
         exports written before the field existed.
+    tf32: whether the parity numbers in ``verification`` were measured with TF32 allowed
+        in float32 products and convolutions (False: IEEE float32 references, as the gate
+        runs on the CPU; exports written before the field existed read as False).
     """
 
     contract_version: int
@@ -133,6 +136,7 @@ class ExportManifest:
     onnxruntime_disabled_optimizers: tuple[str, ...] = ()
     target: str = ""
     processing_size: int | None = None
+    tf32: bool = False
 
     @property
     def verified(self) -> bool:
@@ -158,6 +162,7 @@ class ExportManifest:
             "onnxruntime_disabled_optimizers": list(self.onnxruntime_disabled_optimizers),
             "target": self.target,
             "processing_size": self.processing_size,
+            "tf32": self.tf32,
         }
 
     def to_json(self) -> str:
@@ -218,7 +223,8 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
             f"expected {MANIFEST_FORMAT!r}); export the checkpoint with stmae-export"
         )
     version = data.get("contract_version")
-    if version not in SUPPORTED_CONTRACT_VERSIONS:
+    # true == 1 in Python: a JSON boolean is not a version number.
+    if isinstance(version, bool) or not isinstance(version, int) or version not in SUPPORTED_CONTRACT_VERSIONS:
         raise ExportManifestError(
             f"{source}: export contract version {version!r} is not supported by this runtime "
             f"(it knows {sorted(SUPPORTED_CONTRACT_VERSIONS)}); re-export the checkpoint with "
@@ -266,6 +272,9 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
     size = data.get("processing_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
         raise ExportManifestError(f"{source}: processing_size must be pixels >= 16 or null, got {size!r}")
+    tf32 = data.get("tf32", False)
+    if not isinstance(tf32, bool):
+        raise ExportManifestError(f"{source}: tf32 must be true or false, got {tf32!r}")
     try:
         return ExportManifest(
             contract_version=int(version),
@@ -283,6 +292,7 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
             ),
             target=target,
             processing_size=size,
+            tf32=tf32,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportManifestError(f"{source}: missing or malformed field ({exc})") from None
@@ -307,6 +317,31 @@ def verify_files(manifest: ExportManifest, export_dir: str | Path) -> None:
                 f"corrupted after export; re-run stmae-export"
             )
         check_graph_io(name, spec, path)
+    check_precision(manifest, export_dir)
+
+
+def check_precision(manifest: ExportManifest, export_dir: str | Path) -> None:
+    """Refuse a manifest whose precision is not the one its graphs compute in: int8 graphs
+    have QuantizeLinear/DequantizeLinear nodes, fp16 graphs float16 weights or casts and
+    no Q/DQ, fp32 graphs neither (the backends choose buffers and settings by it)."""
+    from .onnx_io import OnnxReadError, precision_marks
+
+    marks = {"qdq": False, "float16": False}
+    for spec in manifest.graphs.values():
+        path = Path(export_dir) / spec.file
+        try:
+            found = precision_marks(path)
+        except (OnnxReadError, UnicodeDecodeError, OSError) as exc:
+            raise ExportManifestError(f"{path} cannot be read as an ONNX model ({exc}); re-run stmae-export") from None
+        marks = {key: marks[key] or found[key] for key in marks}
+    graphs = "int8" if marks["qdq"] else "fp16" if marks["float16"] else "fp32"
+    if graphs != manifest.precision:
+        what = {"int8": "Q/DQ (int8) nodes", "fp16": "float16 weights and no Q/DQ nodes",
+                "fp32": "neither Q/DQ nodes nor float16 weights"}[graphs]
+        raise ExportManifestError(
+            f"{Path(export_dir) / MANIFEST_NAME} says precision {manifest.precision!r} but its graphs have "
+            f"{what} ({graphs}): the manifest was edited or belongs to other graphs; re-run stmae-export"
+        )
 
 
 def check_graph_io(name: str, spec: GraphSpec, path: Path) -> None:

@@ -4,7 +4,8 @@ Only the few fields needed are decoded (ModelProto.graph -> GraphProto.input/out
 ValueInfoProto name and tensor type); nodes and weights are skipped by their length
 prefix, so this costs a memory map and a walk over the graph's top-level fields. Used by
 :func:`runtime.export_manifest.load_manifest` to refuse a manifest whose declared shapes no
-longer match its graphs (the runtime sizes its buffers from the manifest).
+longer match its graphs (the runtime sizes its buffers from the manifest), or whose
+precision is not the one the graphs compute in (:func:`precision_marks`).
 """
 
 from __future__ import annotations
@@ -85,9 +86,19 @@ def _value_info(buf, span) -> tuple[str, str, tuple[int | str, ...]]:
     return name, dtype, tuple(shape)
 
 
-def graph_io(path: str | Path) -> tuple[list[tuple[str, str, tuple]], list[tuple[str, str, tuple]]]:
-    """(inputs, outputs) of an ONNX file as (name, dtype, shape) with ints for static axes
-    and names for dynamic ones. Raises OnnxReadError for a file it cannot parse."""
+_FLOAT16 = 10
+_QDQ_OPS = (b"QuantizeLinear", b"DequantizeLinear")
+
+
+def _graph_span(buf) -> tuple[int, int]:
+    graphs = _sub(buf, (0, len(buf)), 7)
+    if len(graphs) != 1:
+        raise OnnxReadError("no graph")
+    return graphs[0]
+
+
+def _mapped(path: str | Path, read):
+    """``read(buf)`` over a read-only memory map of ``path``."""
     with open(path, "rb") as fh:
         try:
             data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
@@ -96,11 +107,48 @@ def graph_io(path: str | Path) -> tuple[list[tuple[str, str, tuple]], list[tuple
         with data:
             buf = memoryview(data)
             try:
-                graphs = _sub(buf, (0, len(buf)), 7)
-                if len(graphs) != 1:
-                    raise OnnxReadError("no graph")
-                inputs = [_value_info(buf, s) for s in _sub(buf, graphs[0], 11)]
-                outputs = [_value_info(buf, s) for s in _sub(buf, graphs[0], 12)]
+                return read(buf)
             finally:
                 buf.release()
-    return inputs, outputs
+
+
+def precision_marks(path: str | Path) -> dict[str, bool]:
+    """What a graph computes in: ``{"qdq": any QuantizeLinear/DequantizeLinear node (int8),
+    "float16": any float16 initializer or Cast to float16}``. Raises OnnxReadError."""
+    def read(buf) -> dict[str, bool]:
+        marks = {"qdq": False, "float16": False}
+        for number, wire, span in _fields(buf, *_graph_span(buf)):
+            if wire != 2:
+                continue
+            if number == 1:  # NodeProto: op_type (4), attribute (5: name 1, i 3)
+                op, to = b"", None
+                for n, w, v in _fields(buf, *span):
+                    if n == 4 and w == 2:
+                        op = bytes(buf[v[0]:v[1]])
+                    elif n == 5 and w == 2 and op in (b"", b"Cast"):
+                        name, value = b"", None
+                        for an, aw, av in _fields(buf, *v):
+                            if an == 1 and aw == 2:
+                                name = bytes(buf[av[0]:av[1]])
+                            elif an == 3 and aw == 0:
+                                value = av
+                        if name == b"to":
+                            to = value
+                marks["qdq"] |= op in _QDQ_OPS
+                marks["float16"] |= op == b"Cast" and to == _FLOAT16
+            elif number == 5:  # TensorProto initializer: data_type (2)
+                marks["float16"] |= any(n == 2 and w == 0 and v == _FLOAT16 for n, w, v in _fields(buf, *span))
+        return marks
+
+    return _mapped(path, read)
+
+
+def graph_io(path: str | Path) -> tuple[list[tuple[str, str, tuple]], list[tuple[str, str, tuple]]]:
+    """(inputs, outputs) of an ONNX file as (name, dtype, shape) with ints for static axes
+    and names for dynamic ones. Raises OnnxReadError for a file it cannot parse."""
+    def read(buf):
+        graph = _graph_span(buf)
+        return ([_value_info(buf, s) for s in _sub(buf, graph, 11)],
+                [_value_info(buf, s) for s in _sub(buf, graph, 12)])
+
+    return _mapped(path, read)

@@ -2,8 +2,10 @@
 
 The library function behind ``stmae-segment``: inputs are checked before anything is
 written, every PNG is written atomically, and the optional overlay video appears only
-when complete. Frames are decoded ahead and masks written behind the network's work, in
-background threads with bounded queues (:mod:`runtime.io.overlap`), so memory stays flat.
+when complete. The frames go through the pipelined loop (:mod:`runtime.io.pipeline`):
+decoded ahead, masks written behind the network's work by a writer pool and made durable
+as a group commit, with bounded queues, so memory stays flat; the run's record is
+completed only after the masks are synced.
 """
 
 from __future__ import annotations
@@ -11,26 +13,24 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from stmae.atomic import remove_stale_temps
-from stmae.outputs import (
-    prepare_output_folder, probe_writable, real_path, recorded_files, refuse_alias, write_record, written_by,
-)
+from stmae.outputs import probe_writable, real_path, recorded_files, written_by
 
 from .backends.base import Backend
 from .config import SessionConfig
-from .engine.stream_engine import EngineOptions
+from .engine.stream_engine import EngineOptions, StreamEngine
 from .errors import InputError, output_refusals_as_input_errors
-from .io.frames import FrameFolder, VideoFile, natural_key, open_frames
-from .io.mask_io import VOID_LABEL, existing_masks, read_mask, write_mask
-from .interrupt import checkpoint
-from .io.overlap import BackgroundWriter, Prefetcher
-from .io.overlay import OverlayWriter
-from .engine.session import VideoSession
+from .io.frames import FrameFolder, VideoFile, missing_frames, natural_key, open_frames, truncation_warning
+from .io.gate import begin_run, check_aliases, check_output, finish_run
+from .io.mask_io import existing_masks, labels_present, read_mask
+from .io.overlap import BackgroundWriter
+from .io.pipeline import FrameLoop, LoopVideo, PipelineOptions
+from .io.overlay import OverlayWriter, check_overlay_path
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,7 @@ class SegmentSummary:
 
     def warning(self) -> str | None:
         """A one-line warning when the input ended early, else None."""
-        if not self.missing_frames:
-            return None
-        return (
-            f"the video ended after {self.frames} of the {self.frames + self.missing_frames} frames its "
-            f"container announces ({self.missing_frames} missing: truncated or damaged file); masks were "
-            f"written for the {self.frames} decoded frames only"
-        )
+        return truncation_warning(self.frames, self.missing_frames)
 
 
 def _size_text(shape: tuple[int, int]) -> str:
@@ -140,57 +134,54 @@ def load_annotations(
     return Annotations(masks, palette)
 
 
-def labels_present(labels: np.ndarray) -> list[int]:
-    """Object labels of a label map: every value but 0 (background) and 255 (void)."""
-    return [int(v) for v in np.unique(labels) if v != 0 and v != VOID_LABEL]
-
-
 TOOL = "stmae-segment"
 
 
-def check_output_folder(out_dir: str | Path, overwrite: bool, tool: str = TOOL) -> Path:
-    """Create ``out_dir`` and prove it writable; refuse one that already has masks unless
-    ``overwrite``, and even then unless ``tool`` wrote them (its output record is there)."""
+def check_output_folder(out_dir: str | Path, overwrite: bool, tool: str = TOOL,
+                        inputs: dict[str, str | Path | None] | None = None, create: bool = True) -> Path:
+    """The output gate (:func:`runtime.io.gate.check_output`) for a folder of masks: not
+    aliasing ``inputs``; masks already there replaced only with ``overwrite`` and only if
+    ``tool`` wrote them (its output record); created (``create``) and proven writable."""
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder; choose a folder for the masks")
-    existing = existing_masks(out)
-    if existing and not overwrite:
-        raise InputError(
-            f"output folder {out} already has {len(existing)} mask(s) (e.g. {existing[0].name}); "
-            f"pass --overwrite to replace them, or choose another --out"
-        )
-    if existing and not written_by(out, tool):
-        raise InputError(
-            f"--overwrite replaces only masks that {tool} wrote, and {out} has {len(existing)} PNG file(s) "
-            f"(e.g. {existing[0].name}) but no {tool} record; they were left untouched: choose another --out"
-        )
     with output_refusals_as_input_errors():
-        prepare_output_folder(out, "--out")
-    remove_stale_temps(out)
-    return out
+        return check_output(out, "--out", inputs or {}, tool=tool, earlier=existing_masks(out),
+                            owned=written_by(out, tool), overwrite=overwrite, noun="masks", create=create)
+
+
+def mask_names(frames, count: int | None = None) -> list[str]:
+    """The mask files a run writes for ``frames`` (the first ``count``; all announced if None)."""
+    if isinstance(frames, FrameFolder):
+        names = frames.names
+    else:  # a video (or its first frames): 00000, 00001, ... (the announced count may be approximate)
+        names = [f"{i:05d}" for i in range(len(frames) if count is None else count)]
+    return [f"{name}.png" for name in (names if count is None else names[:count])]
 
 
 def check_targets(
     input_path: str | Path, out_dir: str | Path, overlay: str | Path | None, overwrite: bool,
     mask: str | Path | None = None, masks_dir: str | Path | None = None,
+    other_inputs: dict[str, str | Path | None] | None = None,
 ) -> None:
     """Refuse outputs that alias an input (``--out`` or ``--overlay`` equal to, inside, or
-    holding ``--input``/``--mask``/``--masks-dir``), and an existing overlay unless
-    ``overwrite`` and an earlier run of this tool into ``out_dir`` wrote it."""
-    inputs = {"--input": input_path, "--mask": mask, "--masks-dir": masks_dir}
+    holding ``--input``/``--mask``/``--masks-dir`` or ``other_inputs``, such as the
+    ``--checkpoint``), and an existing overlay unless ``overwrite`` and an earlier run of
+    this tool into ``out_dir`` wrote it."""
+    inputs = {"--input": input_path, "--mask": mask, "--masks-dir": masks_dir, **(other_inputs or {})}
     with output_refusals_as_input_errors():
-        refuse_alias(out_dir, "--out", inputs)
+        check_aliases(out_dir, "--out", inputs)
         if overlay is not None:
-            refuse_alias(overlay, "--overlay", inputs, folder_output=False)
+            check_aliases(overlay, "--overlay", inputs, folder_output=False)
             if real_path(overlay) == real_path(out_dir):
                 raise InputError(f"--overlay {overlay} is the --out folder; give the overlay its own file name")
         if overlay is not None and Path(overlay).parent.is_dir():
             probe_writable(Path(overlay).parent, "the folder of --overlay")
-    if overlay is None or not Path(overlay).exists():
+    if overlay is None:
         return
     if Path(overlay).is_dir():
         raise InputError(f"--overlay {overlay} is a folder; give a video file name such as result.mp4")
+    check_overlay_path(overlay)
+    if not Path(overlay).exists():
+        return
     if not overwrite:
         raise InputError(f"overlay {overlay} already exists; pass --overwrite to replace it")
     if str(real_path(overlay)) not in recorded_files(out_dir, TOOL):
@@ -200,13 +191,14 @@ def check_targets(
         )
 
 
-def _write_job(path: Path, labels: np.ndarray, palette, writer: OverlayWriter | None, frame: np.ndarray):
-    def job() -> None:
-        write_mask(path, labels, palette)
-        if writer is not None:
-            writer.add(frame, labels)
-
-    return job
+def unused_masks_error(unused, count: int, out: Path | None = None) -> InputError:
+    """The error for given masks of frames the input does not have (``out``: where the
+    masks of the frames it has were written, if they stay)."""
+    written = f" and written to {out}" if out is not None else ""
+    return InputError(
+        f"masks for frames {', '.join(list(unused)[:5])} were not used: the input has no such frame "
+        f"({count} frames were segmented{written})"
+    )
 
 
 def segment_video(
@@ -223,6 +215,7 @@ def segment_video(
     frames: FrameFolder | VideoFile | None = None,
     annotations: Annotations | None = None,
     record: bool = True,
+    pipeline: PipelineOptions | None = None,
 ) -> SegmentSummary:
     """Segment ``input_path`` into ``out_dir/<frame name>.png``.
 
@@ -232,54 +225,52 @@ def segment_video(
     already opened/checked inputs (as :func:`open_frames` / :func:`load_annotations` give).
     on_frame(i) is called after every frame. record: leave this tool's output record
     (``.stmae-output.json``) in ``out_dir`` (False where a caller keeps its own records,
-    e.g. :mod:`runtime.corpus`).
+    e.g. :mod:`runtime.corpus`); it says "complete" only once every mask is synced.
+    pipeline: how the loop decodes ahead and writes (PNG level, threads, group commit).
     """
     frames = frames if frames is not None else open_frames(input_path)
     annotations = annotations if annotations is not None else load_annotations(frames, first_mask, masks_dir)
     check_targets(input_path, out_dir, overlay, overwrite, first_mask, masks_dir)
     out = check_output_folder(out_dir, overwrite)
-    if record:
-        write_record(out, TOOL, files=[overlay] if overlay else [], input=str(real_path(input_path)))
+    if record:  # the earlier run's masks (as its record lists them) are removed: never a mix
+        begin_run(out, TOOL, outputs=mask_names(frames), candidates=existing_masks(out), files=[overlay],
+                  input=str(real_path(input_path)))
     # On CUDA the torch backend's step is captured in a CUDA graph (runtime.engine.cuda_graphs).
     options = replace(EngineOptions.fastest(backend.device, compile=False), keep_prob=False)
-    session = VideoSession(backend, config, options=options)
     fps = frames.fps if isinstance(frames, VideoFile) else 25.0
     writer = OverlayWriter(overlay, fps, tuple(frames.size), annotations.palette) if overlay else None
-    used: set[str] = set()
+    overlay_jobs = BackgroundWriter(depth=4) if writer is not None else None  # in frame order
     count = 0
+
+    def frame_done(name: str, frame: np.ndarray, result) -> None:
+        nonlocal count
+        count += 1
+        if overlay_jobs is not None:
+            overlay_jobs.submit(partial(writer.add, frame, result.labels))
+        if on_frame is not None:
+            on_frame(count)
+
+    video = LoopVideo("video", frames, annotations.masks, out, annotations.palette, on_frame=frame_done)
     start = time.perf_counter()
-    jobs = BackgroundWriter(depth=4)
     try:
-        with Prefetcher(frames, depth=2) as decoded:
-            for name, frame in decoded:
-                checkpoint()  # a Ctrl-C stops here, between frames (runtime.interrupt)
-                mask = annotations.masks.get(name)
-                objects = None
-                if mask is not None:
-                    used.add(name)
-                    if len(session.object_labels):
-                        objects = [l for l in labels_present(mask) if l not in session.object_labels]
-                        if not objects:
-                            mask, objects = None, None
-                result = session.step(frame, mask, objects)
-                jobs.submit(_write_job(out / f"{name}.png", result.labels, annotations.palette, writer, frame))
-                count += 1
-                if on_frame is not None:
-                    on_frame(count)
-        jobs.close()
+        with FrameLoop(lambda: StreamEngine(backend, config, options), pipeline) as loop:
+            outcome = loop.run(video)  # returns once the masks are synced and in place
+            if outcome.error is not None:
+                raise outcome.error
+        if overlay_jobs is not None:
+            overlay_jobs.close()
     except BaseException:
-        jobs.abort()
+        if overlay_jobs is not None:
+            overlay_jobs.abort()
         if writer is not None:
             writer.abort()
         raise
     if writer is not None:
         writer.close()
     seconds = time.perf_counter() - start
-    unused = sorted(set(annotations.masks) - used)
-    if unused:
-        raise InputError(
-            f"masks for frames {', '.join(unused[:5])} were not used: the input has no such frame "
-            f"({count} frames were segmented and written to {out})"
-        )
-    missing = max(len(frames) - count, 0) if isinstance(frames, VideoFile) else 0
-    return SegmentSummary(count, session.object_labels, seconds, out, missing)
+    if record:
+        finish_run(out, TOOL, mask_names(frames, count))
+    if outcome.unused:
+        raise unused_masks_error(outcome.unused, count, out)
+    missing = missing_frames(frames, count)
+    return SegmentSummary(count, outcome.objects, seconds, out, missing)

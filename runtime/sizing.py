@@ -30,18 +30,27 @@ class ResolvedSize:
 
 
 def parse_size(value: str) -> int | str:
-    """argparse type of ``--size``: 'auto', -1 or a number of pixels >= 16."""
-    import argparse
-
-    if value.strip().lower() == AUTO:
+    """argparse type of ``--size``: 'auto' or a whole number; anything else is kept as
+    given, and :func:`resolve_size` refuses it (and numbers that are neither -1 nor >= 16)
+    with one line, as every other bad option (argparse's own refusal prints the usage)."""
+    text = value.strip()
+    if text.lower() == AUTO:
         return AUTO
     try:
-        size = int(value)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'auto', -1 or pixels >= 16, got {value!r}") from None
-    if size != -1 and size < 16:
-        raise argparse.ArgumentTypeError(f"expected 'auto', -1 or pixels >= 16, got {value!r}")
-    return size
+        return value
+
+
+def check_size(requested: int | str) -> int | str:
+    """``requested`` if it is 'auto', -1 or pixels >= 16; else InputError (one line)."""
+    if requested == AUTO:
+        return requested
+    if isinstance(requested, bool) or not isinstance(requested, int) or (requested != -1 and requested < 16):
+        from .errors import InputError
+
+        raise InputError(f"--size {requested}: expected 'auto', -1 (frames as they are) or pixels >= 16")
+    return requested
 
 
 def checkpoint_size(checkpoint: str | Path) -> ResolvedSize:
@@ -67,8 +76,9 @@ def export_size(export_dir: str | Path) -> ResolvedSize:
 def resolve_size(requested: int | str, checkpoint: str | Path | None = None,
                  export_dir: str | Path | None = None) -> ResolvedSize:
     """``requested`` as given (an int) or, for 'auto', from the export folder when one is
-    used, else from the checkpoint, else 480."""
-    if requested != AUTO:
+    used, else from the checkpoint, else 480. InputError for a size :func:`check_size`
+    refuses."""
+    if check_size(requested) != AUTO:
         return ResolvedSize(int(requested), "--size")
     if export_dir is not None:
         return export_size(export_dir)

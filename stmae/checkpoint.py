@@ -227,22 +227,51 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
         torch.save(obj, fh)
 
 
+def storage_state(
+    state: Mapping[str, torch.Tensor], dtype: torch.dtype | None
+) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """``state`` (CPU tensors) with its floating tensors cast to ``dtype`` for storage
+    (None: as they are), except those whose finite values the cast would turn into Inf
+    (e.g. a BatchNorm running_var of 1e6 in float16, whose largest value is 65504): those
+    keep their own dtype, since :func:`load_checkpoint` refuses non-finite tensors and
+    loads any mix of floating dtypes. Returns (the state to save, {name of each tensor kept
+    in its own dtype: its largest absolute value})."""
+    out: dict[str, torch.Tensor] = {}
+    kept: dict[str, float] = {}
+    for name, value in state.items():
+        if dtype is None or not value.is_floating_point() or value.dtype == dtype:
+            out[name] = value
+            continue
+        cast = value.to(dtype)
+        if bool(torch.isfinite(value).all()) and not bool(torch.isfinite(cast).all()):
+            out[name] = value
+            kept[name] = float(value.abs().max())
+        else:
+            out[name] = cast
+    return out, kept
+
+
 def save_checkpoint(
     path: str | Path,
     model: STMAE,
     extra: Mapping[str, Any] | None = None,
     processing_size: int | None = None,
-) -> None:
+    storage_dtype: torch.dtype | None = None,
+) -> dict[str, float]:
     """Write ``{'network': state_dict, 'config': ..., 'format': 'stmae', ...extra}``
     atomically. The 'network' entry is in the published format. ``processing_size``: the
     shorter side (pixels) of the frames the network was trained/evaluated at, recorded so
-    that ``--size auto`` runs it there."""
+    that ``--size auto`` runs it there. ``storage_dtype`` (e.g. torch.float16; None: the
+    model's own): floating tensors are stored in it, except those whose values do not fit
+    it (see :func:`storage_state`). Returns {tensor kept in its own dtype: its largest
+    absolute value} (empty when every tensor fits)."""
     reserved = {"network", "config", "format", "format_version", PROCESSING_SIZE_KEY}
     clash = reserved & set(extra or {})
     if clash:
         raise ValueError(f"extra entries may not use the reserved keys {sorted(clash)}")
+    network, kept = storage_state({k: v.detach().cpu() for k, v in model.state_dict().items()}, storage_dtype)
     obj: dict[str, Any] = {
-        "network": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "network": network,
         "config": model.config.to_dict(),
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
@@ -253,3 +282,4 @@ def save_checkpoint(
         obj[PROCESSING_SIZE_KEY] = int(processing_size)
     obj.update(extra or {})
     atomic_torch_save(obj, path)
+    return kept

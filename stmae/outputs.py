@@ -116,14 +116,28 @@ def _nearest_existing(path: Path) -> Path:
     return Path(".")
 
 
+def _write_all(fd: int, data: bytes) -> None:
+    """``os.write`` until every byte is written: a short count is followed by a write of
+    the rest (on a nearly full disk that one fails with ENOSPC); a write that makes no
+    progress is reported as a full disk."""
+    view = memoryview(data)
+    while view:
+        count = os.write(fd, view)
+        if count <= 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        view = view[count:]
+
+
 def probe_writable(folder: str | Path, flag: str) -> None:
-    """Write and remove a small temp file in ``folder``; OutputError if that fails."""
+    """Write (every byte, checking each write's count), fsync and remove a 64 kB temp file
+    in ``folder``; OutputError (one line: read-only, disk full, quota, permission) if that
+    fails."""
     folder = Path(folder)
     probe = temp_path_for(folder / "write-probe")
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         try:
-            os.write(fd, b"\0" * _PROBE_BYTES)
+            _write_all(fd, b"\0" * _PROBE_BYTES)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -155,5 +169,15 @@ def prepare_output_folder(folder: str | Path, flag: str, create: bool = True) ->
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"{flag} {folder} cannot be created ({exc.strerror or exc}); choose another {flag}") from None
+        try:
+            probe_writable(folder, flag)
+        except OutputError:  # a refusal leaves nothing behind: remove the folders just made
+            for made in (folder, *folder.parents):
+                if made == base:
+                    break
+                with contextlib.suppress(OSError):
+                    made.rmdir()
+            raise
+        return folder
     probe_writable(folder, flag)
     return folder

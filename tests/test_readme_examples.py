@@ -189,5 +189,11 @@ def test_readme_shows_every_tool_and_writes_under_runs(monkeypatch):
 
 def test_the_demo_folder_the_docs_name_is_the_demos_default(monkeypatch):
     default = parse_only(["stmae-demo"], monkeypatch).out
+    # The demo writes under runs/, which .gitignore covers, like the README's examples.
+    assert default.startswith("runs/"), default
+    assert "/runs/" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()
     for page in (ROOT / "README.md", ROOT / "docs" / "demo.md"):
-        assert f"`{default}/`" in page.read_text(encoding="utf-8"), f"{page.name} does not name {default}/"
+        text = page.read_text(encoding="utf-8")
+        assert f"`{default}/`" in text, f"{page.name} does not name {default}/"
+        printed = re.findall(r"^(?:masks|overlay video|contact sheet|report):\s+(\S+)", text, flags=re.M)
+        assert printed and all(p.startswith(f"{default}/") for p in printed), (page.name, printed)

@@ -9,7 +9,9 @@ float64; integer buffers (BatchNorm's batch counter) keep their largest value.
 
 Refusals (``CheckpointError`` / ``OutputError`` / ``ValueError``, one line each): fewer
 than two sources; the same file twice; sources of different architectures or tensor
-shapes; an --out that is a source, or that exists and is not a toolkit checkpoint.
+shapes; an --out that is a source, or that exists and is not a toolkit checkpoint; sources
+recording a processing size the runtime would refuse. A mean tensor whose values do not
+fit the storage dtype is stored in float32 instead (and said so): the file always loads.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from stmae.checkpoint import load_checkpoint, save_checkpoint
 from runtime.export_manifest import sha256_file
 from stmae.outputs import real_path
 
+from .config import check_processing_size
 from .export_weights import STORAGE_DTYPES, ExportedWeights, check_target
 
 
@@ -77,5 +80,8 @@ def average_weights(sources: list[str | Path], target: str | Path, dtype: str = 
     if isinstance(loaded[-1].extra.get("train_config"), dict):
         extra["train_config"] = loaded[-1].extra["train_config"]
     size = sizes.pop()
-    save_checkpoint(target, model.to(STORAGE_DTYPES[dtype]), extra=extra, processing_size=size)
-    return ExportedWeights(target, target.stat().st_size, None, size, dtype)
+    if size is not None:
+        check_processing_size(size, "the processing size the checkpoints record",
+                              "export them with a valid --processing-size first")
+    kept = save_checkpoint(target, model, extra=extra, processing_size=size, storage_dtype=STORAGE_DTYPES[dtype])
+    return ExportedWeights(target, target.stat().st_size, None, size, dtype, kept)

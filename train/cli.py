@@ -123,7 +123,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
                        ("decay_at", args.decay_at), ("max_minutes", args.max_minutes)]:
         _set(schedule, key, value)
     if args.steps is not None and args.decay_at is None and "decay_at" not in schedule:
-        schedule["decay_at"] = (int(args.steps * 5 / 6),)  # the published 125k of 150k
+        schedule["decay_at"] = (max(1, int(args.steps * 5 / 6)),)  # the published 125k of 150k
     validation = dict(base.get("validation", {}))
     for key, value in [("root", args.val_root), ("resolution", args.val_resolution),
                        ("sequences", args.val_sequences), ("every_steps", args.val_every),
@@ -148,7 +148,8 @@ def _add_output_args(p: argparse.ArgumentParser) -> None:
     """--out, --dtype and --overwrite, shared by the weights-file commands."""
     p.add_argument("--out", required=True, help="the .pth file to write")
     p.add_argument("--dtype", default="float16", choices=["float16", "float32", "bfloat16"],
-                   help="storage dtype of the tensors (default float16; loaded back as float32)")
+                   help="storage dtype of the tensors (default float16; a tensor whose values do not fit "
+                   "it stays float32, with a warning; loaded back as float32)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace --out if it is a checkpoint this toolkit wrote")
 
@@ -163,7 +164,8 @@ def build_export_weights_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a training checkpoint (or any toolkit checkpoint)")
     _add_output_args(p)
     p.add_argument("--processing-size", type=int,
-                   help="shorter side the network should run at (default: the checkpoint's own)")
+                   help="shorter side the network should run at, pixels stmae-segment accepts "
+                   "(default: the checkpoint's own)")
     return p
 
 
@@ -179,6 +181,13 @@ def _write_weights(prog: str, write) -> tuple[int, object]:
         return 1, None
 
 
+def _warn_kept(prog: str, done) -> None:
+    """One stderr line when tensors were stored in float32 because they do not fit --dtype."""
+    note = done.kept_note()
+    if note:
+        print(f"{prog}: warning: {note}", file=sys.stderr)
+
+
 def export_weights_main(argv: list[str]) -> int:
     args = build_export_weights_parser().parse_args(argv)
     from .export_weights import export_weights
@@ -187,6 +196,7 @@ def export_weights_main(argv: list[str]) -> int:
         args.checkpoint, args.out, args.dtype, args.processing_size, args.overwrite))
     if status:
         return status
+    _warn_kept("stmae-train export-weights", done)
     step = f"step {done.step}, " if done.step is not None else ""
     print(f"stmae-train export-weights: wrote {done.path} ({done.size_bytes / 1e6:.1f} MB, {done.dtype}, "
           f"{step}processing size {done.processing_size or 'unrecorded'})")
@@ -213,6 +223,7 @@ def average_weights_main(argv: list[str]) -> int:
         args.checkpoints, args.out, args.dtype, args.overwrite))
     if status:
         return status
+    _warn_kept("stmae-train average-weights", done)
     print(f"stmae-train average-weights: wrote {done.path} ({done.size_bytes / 1e6:.1f} MB, {done.dtype}, "
           f"mean of {len(args.checkpoints)} checkpoints, processing size {done.processing_size or 'unrecorded'})")
     return 0
@@ -227,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         cfg = config_from_args(args)
+        from .distributed import check_device
+
+        check_device(cfg.device)  # --device cuda without a GPU: one line, before the loop is imported
         from .loop import checkpoint_path, train
 
         resume = args.resume

@@ -20,7 +20,7 @@ from stmae.synthetic import ClipSpec, generate_clip
 
 from .augment import colour_jitter_clip, colour_shortcut_clip, sample_warp, warp_image, warp_labels
 from stmae.composite import Donor, composite_clip
-from .config import DataConfig
+from .config import MAX_CLIPS_PER_EPOCH, DataConfig
 from .regions import region_labels
 from .video_folders import VideoEntry, list_videos, read_labels, read_rgb
 
@@ -136,6 +136,11 @@ class OneShotClips(Dataset):
             self.videos += list_videos(root, None, cfg.sequences, cfg.exclude_sequences)
         if not self.videos and not cfg.synthetic_clips:
             raise ValueError("no training videos were found in the given folders")
+        if len(self) > MAX_CLIPS_PER_EPOCH:  # before the sampler draws a permutation of them
+            raise ValueError(
+                f"an epoch of {len(self)} clips ({len(self.videos)} videos x --repeats {cfg.repeats}, plus "
+                f"{len(self) - self.num_real} made clips) is more than {MAX_CLIPS_PER_EPOCH}; lower --repeats"
+            )
 
     @property
     def num_real(self) -> int:

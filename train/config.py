@@ -13,17 +13,67 @@ import math
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from runtime.config import MAX_SIZE
+from runtime.config import MAX_SIZE, SessionConfig
+
+# Upper bounds of the count fields, each from what the count allocates. They are checked
+# here, when a config is made, so nothing is allocated for a count that is out of range.
+# The sampler draws a permutation of every clip of an epoch (torch.randperm, int64) and
+# turns it into Python lists (~50 bytes a clip all told): 10 million clips is ~0.5 GB.
+MAX_CLIPS_PER_EPOCH = 10_000_000
+# A clip's frames are read at the source resolution before cropping (1080p: 6 MB a frame)
+# and the network runs them all with gradients: 512 frames is ~3 GB per 1080p clip.
+MAX_CLIP_FRAMES = 512
+# Labels are uint8 and 255 is void: at most 254 objects (as stmae.synthetic.ClipSpec).
+MAX_OBJECTS = 254
+# One step's input batch (batch_size, T, 3, H, W) float32 is built on the host and again
+# on the device: batch_size x frames x crop must fit in this many bytes.
+MAX_BATCH_BYTES = 8 * 2**30
+# Each DataLoader worker is a process with its own copy of the dataset and prefetched batches.
+MAX_WORKERS = 128
+# Step counts and seeds feed torch generator seeds (seed * 1_000_003 + step * 7919 must fit
+# int64): 10^9 steps is ~4 months at 100 steps a second.
+MAX_STEPS = 10**9
+MAX_SEED = 2**32 - 1
+# A gap between clip frames is shrunk to fit each video; no video is this long.
+MAX_GAP = 100_000
 
 
-def _positive_int(name: str, value: Any) -> None:
+def _int_in(name: str, value: Any, low: int, high: int, why: str = "") -> None:
+    """Raise ValueError unless ``value`` is an int in ``low..high`` (``why``: what the
+    upper bound protects, said in the message)."""
+    if isinstance(value, int) and not isinstance(value, bool) and low <= value <= high:
+        return
+    reason = f" ({why})" if why else ""
+    raise ValueError(f"{name} must be an integer in {low}..{high}{reason}, got {value!r}")
+
+
+def _positive_int(name: str, value: Any, high: int | None = None, why: str = "") -> None:
+    if high is not None:
+        return _int_in(name, value, 1, high, why)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
-def _non_negative_int(name: str, value: Any) -> None:
+def _non_negative_int(name: str, value: Any, high: int | None = None, why: str = "") -> None:
+    if high is not None:
+        return _int_in(name, value, 0, high, why)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+
+
+def check_processing_size(size: Any, what: str = "processing_size", fix: str = "") -> int:
+    """Raise ValueError unless ``size`` (pixels, the shorter side a network runs at, as
+    recorded in a checkpoint) is one the runtime runs at: the runtime's own rule
+    (:class:`runtime.config.SessionConfig`), without its -1 ('frames as they are').
+    ``what`` names the value in the message, ``fix`` says how to mend it. Returns ``size``."""
+    try:
+        ok = size != -1 and SessionConfig(size=size).size == size
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(f"{what} is {size!r}, not a size stmae-segment runs at (pixels in 16..{MAX_SIZE})"
+                         + (f"; {fix}" if fix else ""))
+    return size
 
 
 @dataclass(frozen=True)
@@ -94,11 +144,19 @@ class DataConfig:
             raise ValueError(
                 "no training data: give DAVIS roots, YouTube-VOS roots or synthetic_clips > 0"
             )
-        _positive_int("repeats", self.repeats)
-        _non_negative_int("synthetic_clips", self.synthetic_clips)
-        _non_negative_int("composite_clips", self.composite_clips)
-        _positive_int("composite_objects", self.composite_objects)
-        _non_negative_int("region_clips", self.region_clips)
+        per_epoch = "clips per epoch; the sampler holds a permutation of them all"
+        _positive_int("repeats (--repeats)", self.repeats, MAX_CLIPS_PER_EPOCH, per_epoch)
+        for name in ("synthetic_clips", "composite_clips", "region_clips"):
+            _non_negative_int(f"{name} (--{name.replace('_', '-')})", getattr(self, name), MAX_CLIPS_PER_EPOCH,
+                              per_epoch)
+        made = self.synthetic_clips + self.composite_clips + self.region_clips
+        if made > MAX_CLIPS_PER_EPOCH:
+            raise ValueError(
+                f"synthetic_clips + composite_clips + region_clips is {made} clips per epoch, more than "
+                f"{MAX_CLIPS_PER_EPOCH} (the sampler holds a permutation of them all); lower them"
+            )
+        _positive_int("composite_objects (--composite-objects)", self.composite_objects, MAX_OBJECTS,
+                      "labels are uint8, 255 is void")
         if self.region_clips and not (self.davis_roots or self.youtube_roots):
             raise ValueError("region_clips need real videos (DAVIS or YouTube-VOS roots) to start from")
         if self.composite_clips and not (self.davis_roots or self.youtube_roots):
@@ -110,10 +168,11 @@ class DataConfig:
                 raise ValueError(f"{name} must be a probability in [0, 1], got {getattr(self, name)!r}")
         if not isinstance(self.davis_resolution, str) or not all(self.davis_resolution.split(",")):
             raise ValueError(f"davis_resolution must be like '240p' or '240p,480p', got {self.davis_resolution!r}")
-        _non_negative_int("num_workers", self.num_workers)
-        if not isinstance(self.num_frames, int) or self.num_frames < 2:
-            raise ValueError(f"num_frames must be an integer >= 2, got {self.num_frames!r}")
-        _positive_int("max_objects", self.max_objects)
+        _non_negative_int("num_workers (--num-workers)", self.num_workers, MAX_WORKERS,
+                          "each worker is a process with its own copy of the data")
+        _int_in("num_frames (--frames)", self.num_frames, 2, MAX_CLIP_FRAMES,
+                "frames of one clip, read at the source resolution")
+        _positive_int("max_objects (--max-objects)", self.max_objects, MAX_OBJECTS, "labels are uint8, 255 is void")
         if len(self.crop_size) != 2 or any(
             not isinstance(s, int) or s <= 0 or s % 16 or s > MAX_SIZE for s in self.crop_size
         ):
@@ -126,8 +185,8 @@ class DataConfig:
             raise ValueError(f"crop_scale must be (lo, hi) with 0 < lo <= hi <= 1, got {self.crop_scale}")
         if self.affine_degrees < 0 or self.affine_shear < 0 or self.color_jitter < 0:
             raise ValueError("affine_degrees, affine_shear and color_jitter must be >= 0")
-        _positive_int("gap_start", self.gap_start)
-        _positive_int("gap_end", self.gap_end)
+        _positive_int("gap_start (--gap-start)", self.gap_start, MAX_GAP, "frames")
+        _positive_int("gap_end (--gap-end)", self.gap_end, MAX_GAP, "frames")
         if self.gap_end < self.gap_start:
             raise ValueError(f"gap_end ({self.gap_end}) must be >= gap_start ({self.gap_start})")
         overlap = sorted(set(self.sequences) & set(self.exclude_sequences))
@@ -179,10 +238,10 @@ class ScheduleConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "decay_at", tuple(int(s) for s in self.decay_at))
-        _positive_int("steps", self.steps)
-        _non_negative_int("warmup_steps", self.warmup_steps)
-        if list(self.decay_at) != sorted(self.decay_at) or any(s <= 0 for s in self.decay_at):
-            raise ValueError(f"decay_at must be increasing positive steps, got {self.decay_at}")
+        _positive_int("steps (--steps)", self.steps, MAX_STEPS)
+        _non_negative_int("warmup_steps (--warmup)", self.warmup_steps, MAX_STEPS)
+        if list(self.decay_at) != sorted(self.decay_at) or any(not 0 < s <= MAX_STEPS for s in self.decay_at):
+            raise ValueError(f"decay_at must be increasing steps in 1..{MAX_STEPS}, got {self.decay_at}")
         if not 0 < self.decay_factor <= 1:
             raise ValueError(f"decay_factor must be in (0, 1], got {self.decay_factor}")
         if not self.max_minutes >= 0:
@@ -208,7 +267,7 @@ class ValidationConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", str(self.root))
         object.__setattr__(self, "sequences", tuple(self.sequences))
-        _non_negative_int("every_steps", self.every_steps)
+        _non_negative_int("every_steps (--val-every)", self.every_steps, MAX_STEPS)
         _non_negative_int("max_frames", self.max_frames)
         if 0 < self.max_frames < 3:
             raise ValueError(f"max_frames must be 0 (all) or >= 3, got {self.max_frames}")
@@ -260,19 +319,29 @@ class TrainConfig:
 
         if self.model not in PRESETS:
             raise ValueError(f"unknown model preset {self.model!r}; choose one of {sorted(PRESETS)}")
-        _positive_int("batch_size", self.batch_size)
-        _positive_int("num_refs", self.num_refs)
-        _non_negative_int("seed", self.seed)
+        _positive_int("batch_size (--batch-size)", self.batch_size)
+        _positive_int("num_refs (--refs)", self.num_refs, MAX_CLIP_FRAMES, "reference frames of a clip")
+        _non_negative_int("seed (--seed)", self.seed, MAX_SEED)
+        h, w = self.data.crop_size
+        batch_bytes = self.batch_size * self.data.num_frames * 3 * h * w * 4
+        if batch_bytes > MAX_BATCH_BYTES:
+            raise ValueError(
+                f"one training batch of {self.batch_size} clips x {self.data.num_frames} frames x 3 x {h} x {w} "
+                f"float32 takes {batch_bytes / 2**30:.3g} GiB, more than {MAX_BATCH_BYTES // 2**30} GiB; "
+                "lower --batch-size, --frames or --crop"
+            )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if self.precision not in ("auto", "fp32", "fp16", "bf16"):
             raise ValueError(
                 f"precision must be 'auto', 'fp32', 'fp16' or 'bf16', got {self.precision!r}"
             )
-        _non_negative_int("checkpoint_every", self.checkpoint_every)
+        _non_negative_int("checkpoint_every (--checkpoint-every)", self.checkpoint_every, MAX_STEPS)
         if not self.checkpoint_minutes >= 0:
             raise ValueError("checkpoint_minutes must be >= 0 (0: off)")
-        _positive_int("log_every", self.log_every)
+        _positive_int("log_every (--log-every)", self.log_every, MAX_STEPS)
+        check_processing_size(self.processing_size, "the processing size this run would record",
+                              "it comes from --val-size, else the number of --davis-resolution")
 
     @property
     def processing_size(self) -> int:

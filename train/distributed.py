@@ -35,11 +35,40 @@ class DistInfo:
         return self.world_size > 1
 
 
+class DeviceUnavailable(ValueError):
+    """``--device cuda`` where this process has no CUDA device: an environment problem the
+    command line reports in one line with status 2, before anything is loaded."""
+
+
+def env_local_rank() -> int:
+    """This process's LOCAL_RANK (torchrun), 0 in a plain run."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def check_device(preference: str, local_rank: int | None = None) -> None:
+    """Raise :class:`DeviceUnavailable` if ``preference`` is 'cuda' and this process
+    (``local_rank``, default LOCAL_RANK) has no CUDA device; 'auto' and 'cpu' always pass."""
+    if preference != "cuda":
+        return
+    if not torch.cuda.is_available():
+        raise DeviceUnavailable(
+            "no CUDA device is available; use --device cpu (or auto), or install a CUDA build of "
+            "PyTorch and check the GPU driver (nvidia-smi)"
+        )
+    local_rank = env_local_rank() if local_rank is None else local_rank
+    count = torch.cuda.device_count()
+    if not 0 <= local_rank < count:
+        raise DeviceUnavailable(
+            f"LOCAL_RANK {local_rank} has no CUDA device ({count} visible); start at most {count} "
+            "processes per node (torchrun --nproc_per_node)"
+        )
+
+
 def resolve_device(preference: str, local_rank: int) -> torch.device:
-    """'auto' -> cuda:local_rank when CUDA is available, else cpu."""
+    """'auto' -> cuda:local_rank when CUDA is available, else cpu. Raises
+    :class:`DeviceUnavailable` for 'cuda' without a device for ``local_rank``."""
     if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("device 'cuda' was requested but CUDA is not available; use --device cpu")
+        check_device("cuda", local_rank)
         torch.cuda.set_device(local_rank)
         return torch.device("cuda", local_rank)
     return torch.device("cpu")
@@ -49,7 +78,7 @@ def setup(preference: str = "auto") -> DistInfo:
     """Join the torchrun process group if WORLD_SIZE > 1 (init_method env://)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = env_local_rank()
     device = resolve_device(preference, local_rank)
     backend = ""
     if world > 1:

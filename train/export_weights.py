@@ -7,56 +7,65 @@ float16 storage halves it again. :func:`train.state.export_model_only` writes th
 (keeping the run's ``train_config`` and step as provenance); this module adds the checks
 a command line needs around it.
 
-Refusals (``OutputError`` / ``CheckpointError``, both ValueErrors, one line each): the
-output is the source; the output exists and is not a toolkit checkpoint (``--overwrite``
-replaces only a file with ``format: stmae``); the output's folder cannot be written.
+Refusals (``OutputError`` / ``CheckpointError`` / ``ValueError``, one line each, nothing
+written): the output is the source; the output exists and is not a toolkit checkpoint
+(``--overwrite`` replaces only a file with ``format: stmae``); the output's folder cannot be
+written; a processing size (``--processing-size``, else the source's) that the runtime would
+refuse. A tensor whose values do not fit the storage dtype (float16 tops out at 65504) is
+stored in float32 instead, and said so, so that the file written always loads.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from stmae.checkpoint import FORMAT_NAME, CheckpointError, read_checkpoint_file
-from stmae.outputs import OutputError, probe_writable, refuse_alias
+from runtime.io.gate import FILE, check_output
+
+from .config import check_processing_size
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)
 class ExportedWeights:
+    """What a weights command wrote. kept_float32: {tensor stored in float32 because its
+    values do not fit ``dtype``: its largest absolute value} (empty: all in ``dtype``)."""
+
     path: Path
     size_bytes: int
     step: int | None
     processing_size: int | None
     dtype: str
+    kept_float32: dict[str, float] = field(default_factory=dict)
+
+    def kept_note(self) -> str | None:
+        """One line on the tensors kept in float32, or None when there are none."""
+        if not self.kept_float32:
+            return None
+        name, largest = max(self.kept_float32.items(), key=lambda item: item[1])
+        more = f" and {len(self.kept_float32) - 1} more" if len(self.kept_float32) > 1 else ""
+        return (f"kept {len(self.kept_float32)} tensor(s) in float32 because their values do not fit {self.dtype} "
+                f"({name}{more}, largest |value| {largest:.4g}); the file loads as usual")
 
 
 def check_target(sources: list[Path], target: Path, overwrite: bool) -> None:
-    """Refuse an --out that is one of ``sources``, a folder, a file this toolkit did not
+    """The output gate (:func:`runtime.io.gate.check_output`) for a weights file: refuse an
+    --out that is or lies inside one of ``sources``, a folder, a file this toolkit did not
     write (even with --overwrite), an existing file without --overwrite, or unwritable."""
-    refuse_alias(target, "--out", {"CHECKPOINT" if len(sources) == 1 else f"CHECKPOINT {i + 1}": s
-                                   for i, s in enumerate(sources)}, folder_output=False)
-    if target.is_dir():
-        raise OutputError(f"--out {target} is a folder; give the path of the .pth file to write")
-    if target.exists():
-        if not overwrite:
-            raise OutputError(f"--out {target} exists; pass --overwrite to replace it, or choose another --out")
+    owned = False
+    if target.is_file():
         try:
             owned = read_checkpoint_file(target).get("format") == FORMAT_NAME
         except CheckpointError:
             owned = False
-        if not owned:
-            raise OutputError(
-                f"--out {target} is not a checkpoint this toolkit wrote, so --overwrite will not replace "
-                "it; choose another --out"
-            )
-    parent = target.parent if str(target.parent) else Path(".")
-    if not parent.is_dir():
-        raise OutputError(f"--out {target}: the folder {parent} does not exist; create it first")
-    probe_writable(parent, "--out")
+    check_output(target, "--out", {"CHECKPOINT" if len(sources) == 1 else f"CHECKPOINT {i + 1}": s
+                                   for i, s in enumerate(sources)},
+                 tool="stmae-train", kind=FILE, earlier=[target] if target.exists() else [], owned=owned,
+                 overwrite=overwrite, noun="a checkpoint", owner="this toolkit")
 
 
 def export_weights(source: str | Path, target: str | Path, dtype: str = "float16",
@@ -68,9 +77,11 @@ def export_weights(source: str | Path, target: str | Path, dtype: str = "float16
 
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"--dtype {dtype} is not one of {', '.join(STORAGE_DTYPES)}")
+    if processing_size is not None:  # an argument: refused before anything is read or probed
+        check_processing_size(processing_size, "--processing-size", "give the shorter side in pixels")
     source, target = Path(source), Path(target)
     check_target([source], target, overwrite)
     written = export_model_only(source, target, storage_dtype=STORAGE_DTYPES[dtype],
                                 processing_size=processing_size)
-    return ExportedWeights(target, target.stat().st_size, written.get("trained_steps"),
-                           written.get("processing_size"), dtype)
+    return ExportedWeights(target, target.stat().st_size, written.entries.get("trained_steps"),
+                           written.entries.get("processing_size"), dtype, written.kept_float32)

@@ -103,20 +103,26 @@ def train(
     ``cfg.validation.every_steps`` steps on every rank, each scoring its share of the
     sequences; rank 0 logs the gathered scores.
 
-    The output folder is checked first (:func:`train.run_folder.check_run_folder`: a fresh
-    run into a folder holding a run is refused). A NaN/Inf loss or weights stop the run
+    The training videos are listed (bounding the epoch's clip count) and the output folder
+    checked first (:func:`train.run_folder.check_run_folder`: a fresh run into a folder
+    holding a run is refused). A NaN/Inf loss or weights stop the run
     with :class:`train.divergence.TrainingDiverged`, without saving.
     ``resume_requested``: --resume auto was given (only changes the refusal's hint)."""
     info = distributed.setup(cfg.device)
     try:
+        # The videos are listed (and the epoch's size bounded) before the run folder is made,
+        # after the output gate (runtime.io.gate) has checked it, creating nothing.
+        # The dataset needs the gap schedule, which needs the epoch count: it is set in _train.
+        check_run_folder(cfg, resume, resume_requested, create=False)
+        dataset = OneShotClips(cfg.data, cfg.seed, lambda epoch: cfg.data.gap_start)
         check_run_folder(cfg, resume, resume_requested)
         distributed.barrier(info)  # every rank checked before rank 0 writes anything
-        return _train(cfg, info, resume, stop_after, validate, progress_bar, stop_at)
+        return _train(cfg, info, dataset, resume, stop_after, validate, progress_bar, stop_at)
     finally:
         distributed.cleanup(info)
 
 
-def _train(cfg, info, resume, stop_after, validate, progress_bar, stop_at=None) -> TrainResult:
+def _train(cfg, info, dataset, resume, stop_after, validate, progress_bar, stop_at=None) -> TrainResult:
     # ResNet 1x1 stride-2 convolutions produce gradients whose strides differ from DDP's
     # flat buckets; harmless (a copy), and DDP would warn on every step.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
@@ -164,8 +170,6 @@ def _train(cfg, info, resume, stop_after, validate, progress_bar, stop_at=None) 
             f"its --steps {cfg.schedule.steps}"
         )
 
-    # The dataset needs the gap schedule, which needs the epoch count: size it first.
-    dataset = OneShotClips(cfg.data, cfg.seed, lambda epoch: cfg.data.gap_start)
     sampler = ResumableDistributedSampler(len(dataset), info.world_size, info.rank, cfg.seed)
     per_epoch = batches_per_epoch(sampler, cfg.batch_size)
     if per_epoch == 0:

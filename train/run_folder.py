@@ -16,7 +16,8 @@ from typing import Any, Mapping
 
 from stmae.checkpoint import CheckpointError
 from stmae.config import ModelConfig, PRESETS
-from stmae.outputs import OutputError, prepare_output_folder, refuse_alias
+from runtime.io.gate import check_output
+from stmae.outputs import OutputError
 
 from .config import TrainConfig
 
@@ -45,29 +46,27 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def check_run_folder(cfg: TrainConfig, resume: str | Path | None, resume_requested: bool = False) -> Path:
-    """Refuse an output that aliases an input, is a file, or (without a resume) already
-    holds a run; create it and prove it writable. Raises ValueError (one line)."""
+def check_run_folder(cfg: TrainConfig, resume: str | Path | None, resume_requested: bool = False,
+                     create: bool = True) -> Path:
+    """The output gate (:func:`runtime.io.gate.check_output`): refuse an output that is,
+    lies inside or holds an input (it may hold its own ``--resume`` checkpoint, which is no
+    input of the gate), is a file, or cannot be written; create it. Then refuse, without a
+    resume, a folder that already holds a run. ``create=False``: the same checks, creating
+    nothing (before the training videos are listed). Raises ValueError (one line)."""
     out = Path(cfg.output_dir)
     inputs: dict[str, str | Path | None] = {"--init-checkpoint": cfg.init_checkpoint or None,
                                             "--val-root": cfg.validation.root or None}
     inputs.update({f"--davis {root}": root for root in cfg.data.davis_roots})
     inputs.update({f"--youtube {root}": root for root in cfg.data.youtube_roots})
     try:
-        refuse_alias(out, "--output", inputs, folder_output=False)
+        check_output(out, "--output", inputs, tool="stmae-train", create=create)
     except OutputError as exc:
         raise ValueError(str(exc)) from None
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--output {out} is a file; give a folder for the run (checkpoints, logs)")
     present = [name for name in RUN_FILES if (out / name).exists()]
     if present and resume is None:
         hint = ("it has no checkpoints/last.pth to resume: choose a new --output" if resume_requested
                 else "continue it with --resume auto, or choose a new --output")
         raise ValueError(f"--output {out} already holds a training run ({present[0]}); {hint}")
-    try:
-        prepare_output_folder(out, "--output")
-    except OutputError as exc:
-        raise ValueError(str(exc)) from None
     return out
 
 

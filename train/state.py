@@ -121,25 +121,41 @@ def load_training_checkpoint(path: str | Path) -> TrainingState:
     )
 
 
+@dataclass(frozen=True)
+class ModelOnlyFile:
+    """What :func:`export_model_only` wrote: ``entries``, the top-level entries besides
+    ``network`` and ``config`` (``processing_size`` included when there is one);
+    ``kept_float32``: {tensor stored in float32 because its values do not fit the storage
+    dtype: its largest absolute value}."""
+
+    entries: dict[str, Any]
+    kept_float32: dict[str, float]
+
+
 def export_model_only(
     source: str | Path,
     target: str | Path,
     extra: dict[str, Any] | None = None,
     storage_dtype: torch.dtype = torch.float32,
     processing_size: int | None = None,
-) -> dict[str, Any]:
+) -> ModelOnlyFile:
     """Write the network of a training checkpoint as a model-only toolkit checkpoint
     (``network`` + ``config`` + ``extra``), e.g. for ``weights/``. ``storage_dtype``
     float16 halves the file; :func:`stmae.load_checkpoint` reads it back into a float32
-    network (the function is then that of the float16-rounded weights). processing_size:
-    the shorter side the network runs at (default: the source checkpoint's). The source's
-    step (as ``trained_steps``) and ``train_config`` are kept as provenance, under ``extra``.
-    Returns the entries written besides ``network`` and ``config`` (``processing_size``
-    included when there is one)."""
+    network (the function is then that of the float16-rounded weights). A tensor whose
+    values do not fit ``storage_dtype`` (float16 tops out at 65504) is stored in float32
+    instead, so the file always loads. processing_size: the shorter side the network runs
+    at (default: the source checkpoint's); refused (ValueError) unless the runtime runs at
+    it. The source's step (as ``trained_steps``) and ``train_config`` are kept as
+    provenance, under ``extra``."""
     from stmae.checkpoint import load_checkpoint
+
+    from .config import check_processing_size
 
     if storage_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"storage_dtype must be float32, float16 or bfloat16, got {storage_dtype}")
+    if processing_size is not None:
+        check_processing_size(processing_size, "--processing-size", "give the shorter side in pixels")
     loaded = load_checkpoint(source, device="cpu")
     kept: dict[str, Any] = {}
     if isinstance(loaded.extra.get("it"), int):
@@ -147,6 +163,9 @@ def export_model_only(
     if isinstance(loaded.extra.get("train_config"), dict):
         kept["train_config"] = loaded.extra["train_config"]
     kept.update(extra or {})
-    size = processing_size or loaded.processing_size
-    save_checkpoint(target, loaded.model.to(storage_dtype), extra=kept, processing_size=size)
-    return {**kept, "processing_size": size} if size is not None else kept
+    size = processing_size if processing_size is not None else loaded.processing_size
+    if size is not None:
+        check_processing_size(size, f"the processing size that {source} records", "give --processing-size")
+    as_float32 = save_checkpoint(target, loaded.model, extra=kept, processing_size=size,
+                                 storage_dtype=storage_dtype)
+    return ModelOnlyFile({**kept, "processing_size": size} if size is not None else kept, as_float32)

@@ -48,6 +48,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..cpus import usable_cpus
 from ..errors import BackendUnavailable
 from ..export_manifest import (
     layout_warning,
@@ -77,11 +78,9 @@ def _import_ort():
 
 
 def available_cpu_cores() -> int:
-    """Cores this process may run on (affinity-aware), at least 1."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
+    """CPUs this process may use (affinity capped by the cgroup quota,
+    :func:`runtime.cpus.usable_cpus`), at least 1: the default intra-op thread count."""
+    return usable_cpus()
 
 
 def session_options(ort, intra_op_threads: int, allow_spinning: bool):

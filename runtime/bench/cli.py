@@ -27,7 +27,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shorter sides (default: the --checkpoint's processing size, else 480)")
     p.add_argument("--repeats", type=int, default=None,
                    help="measure every configuration this many times, interleaved, and report min/median "
-                        "(default 3 for clips of up to 100 frames, else 1)")
+                        "(default 3 for clips of up to 100 frames, else 1; with --streams: the engine rows, "
+                        "default 1)")
     p.add_argument("--objects", type=int, nargs="+", default=[1], help="object counts, synthetic clip (default 1)")
     p.add_argument("--mem-every", type=int, default=5)
     p.add_argument("--top-k", type=int, default=30)
@@ -43,6 +44,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --streams and CUDA graphs: torch.compile (inductor, freezing) before capture")
     p.add_argument("--sequential", choices=("on", "off"), default="on",
                    help="with --streams: also run the baseline and sequential sessions (default on)")
+    p.add_argument("--decoder", choices=("cpu", "nvjpeg"), default="cpu",
+                   help="with --streams: how the engine decodes frames: cpu (libjpeg via PIL in a thread pool, "
+                        "ahead of the step; the default, the masks of stmae-segment) or nvjpeg (CUDA)")
+    p.add_argument("--pipeline", choices=("on", "off", "both"), default="both",
+                   help="with --streams: the engine's end-to-end loop: on (decode ahead, submit t+1 before "
+                        "waiting for t, writer pool), off (serial: decode, submit, write, wait) or both (default)")
+    p.add_argument("--decode-workers", type=int, default=None,
+                   help="with --streams: decode and write threads of the pipelined loop (default: cores, <= 16)")
+    p.add_argument("--allow-tf32", action="store_true",
+                   help="CUDA: let float32 products and convolutions use TF32 (default off: IEEE float32)")
     p.add_argument("--out", required=True, help="folder for report.json, report.md, report.png")
     return p
 
@@ -60,12 +71,18 @@ def _streams_main(args, argv) -> int:
         cuda_graphs=args.cuda_graphs == "on", compile=args.compile == "on", sequential=args.sequential == "on",
         sizes=tuple(args.sizes), objects=tuple(args.objects), frames=args.frames, warmup=args.warmup,
         session=SessionConfig(mem_every=args.mem_every, top_k=args.top_k, max_memory_frames=args.max_memory_frames),
-        checkpoint=args.checkpoint, device=args.device,
+        checkpoint=args.checkpoint, device=args.device, decoder=args.decoder, pipeline=args.pipeline,
+        tf32=args.allow_tf32, decode_workers=args.decode_workers,
+        repeats=args.repeats if args.repeats is not None else 1,
     )
     if args.input is not None:
         raise ValueError("--streams uses synthetic clips (one per stream); leave out --input")
+    from .report import check_report_folder
+
+    # the same output gate as the clip suite, before anything is measured
+    out = check_report_folder(Path(args.out), {"--checkpoint": args.checkpoint, "--mask": args.mask},
+                              outputs=("report.json", "report.md"))
     command = "stmae-bench " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
-    out = Path(args.out)
     report = run_stream_suite(spec, command, progress=lambda msg: print(msg, file=sys.stderr, flush=True),
                               on_rows=lambda partial: write_stream_report(partial, out))
     paths = write_stream_report(report, out)
@@ -100,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.streams is not None:
             args.sizes = sizes
             return _streams_main(args, argv)
+        if args.decoder != "cpu":
+            raise ValueError("--decoder nvjpeg applies to the engine rows of --streams; the clip suite decodes on the CPU")
         spec = SuiteSpec(
             runs=tuple(RunSpec.parse(r) for r in (args.run or ["torch:fp32"])),
             clip=ClipSettings(
@@ -107,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                 session=SessionConfig(mem_every=args.mem_every, top_k=args.top_k, max_memory_frames=args.max_memory_frames),
             ),
             sizes=tuple(sizes), objects=tuple(args.objects), checkpoint=args.checkpoint,
-            input_dir=args.input, mask=args.mask, device=args.device, repeats=repeats,
+            input_dir=args.input, mask=args.mask, device=args.device, repeats=repeats, tf32=args.allow_tf32,
         )
         inputs = {"--input": args.input, "--mask": args.mask, "--checkpoint": args.checkpoint}
         inputs.update({f"--run {r.backend}:{r.export_dir}": r.export_dir for r in spec.runs if r.export_dir})

@@ -8,6 +8,8 @@ from importlib import metadata
 
 import torch
 
+from ..cpus import cgroup_cpu_quota, usable_cpus
+
 
 def _cpu_model() -> str:
     try:
@@ -45,7 +47,8 @@ def environment_block() -> dict:
         "cpu_model": _cpu_model(),
         "cpu_flags": _cpu_flags(),
         "logical_cores": os.cpu_count(),
-        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "usable_cores": usable_cpus(),
+        "cgroup_cpu_quota": cgroup_cpu_quota(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
         "platform": platform.platform(),

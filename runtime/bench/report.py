@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from stmae.atomic import AtomicPath, atomic_write_text, remove_stale_temps
-from stmae.outputs import OutputError, prepare_output_folder, refuse_alias, write_record, written_by
+from stmae.atomic import AtomicPath, atomic_write_text
+from stmae.outputs import written_by
+
+from ..io.gate import begin_run, check_output
 
 from .stats import STAGES
 
@@ -16,20 +18,18 @@ TOOL = "stmae-bench"
 REPORT_FILES = ("report.json", "report.md", "report.png")
 
 
-def check_report_folder(out_dir: Path, inputs: dict[str, str | Path | None]) -> Path:
-    """Before measuring: ``out_dir`` must not alias an input; report files already there
-    are replaced only if stmae-bench wrote them (its output record); created, proven
-    writable and marked. Raises OutputError."""
-    refuse_alias(out_dir, "--out", inputs)
-    existing = [name for name in REPORT_FILES if (out_dir / name).exists()]
-    if existing and not written_by(out_dir, TOOL):
-        raise OutputError(
-            f"--out {out_dir} already has {existing[0]}, not written by {TOOL} (no output record); it was "
-            f"left untouched: choose another --out"
-        )
-    prepare_output_folder(out_dir, "--out")
-    remove_stale_temps(out_dir)
-    write_record(out_dir, TOOL)
+def check_report_folder(out_dir: Path, inputs: dict[str, str | Path | None],
+                        outputs: tuple[str, ...] = REPORT_FILES) -> Path:
+    """Before measuring, through the output gate (:func:`runtime.io.gate.check_output`):
+    ``out_dir`` must not alias an input; report files already there are replaced only if
+    stmae-bench wrote them (its output record); created and proven writable. Then the
+    earlier run's reports (as its record lists them) are removed and this run's record,
+    listing ``outputs``, is written. Raises OutputError."""
+    out_dir = Path(out_dir)
+    existing = [out_dir / name for name in REPORT_FILES if (out_dir / name).exists()]
+    check_output(out_dir, "--out", inputs, tool=TOOL, earlier=existing, owned=written_by(out_dir, TOOL),
+                 noun="reports")
+    begin_run(out_dir, TOOL, outputs=outputs, candidates=existing)
     return out_dir
 
 
@@ -90,7 +90,8 @@ def write_report(report: dict, out_dir: Path) -> dict[str, Path]:
         "",
         f"Machine: {env['cpu_model']}, {env['usable_cores']} usable cores, torch threads "
         f"{env['torch_threads']}; GPU: {env['gpu']['name'] if env['gpu'] else 'none'}; "
-        f"measured peak {report['peak_gflops']}",
+        f"measured peak {report['peak_gflops']}; TF32: "
+        f"{'allowed (--allow-tf32)' if report.get('config', {}).get('tf32') else 'off (IEEE float32)'}",
         "",
         markdown_table(report),
         "Settings:",

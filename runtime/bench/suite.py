@@ -15,6 +15,7 @@ from stmae import STMAE, generate_clip, load_checkpoint, preset, save_checkpoint
 from stmae.reference_weights import reference_weights_for
 
 from ..backends.factory import create_backend
+from ..backends.torch_backend import cuda_tf32_state, set_cuda_tf32
 from ..config import SessionConfig
 from ..io.frames import FrameFolder
 from ..io.mask_io import read_mask
@@ -43,6 +44,7 @@ class SuiteSpec:
     device: str = "cpu"
     seed: int = 0
     repeats: int = 1
+    tf32: bool = False  # allow TF32 in CUDA float32 work (--allow-tf32; default IEEE float32)
 
     def __post_init__(self) -> None:
         if not isinstance(self.repeats, int) or self.repeats < 1:
@@ -97,6 +99,7 @@ def backend_settings(backend) -> dict:
     precision, and for ONNX Runtime its providers, threads, spinning and the graph
     transformers switched off (from the export's manifest)."""
     settings = {"device": str(getattr(backend, "device", "")), "precision": getattr(backend, "precision", None)}
+    settings["tf32"] = getattr(backend, "tf32", None)
     if getattr(backend, "name", "") == "torch":
         settings["torch_threads"] = torch.get_num_threads()
     if getattr(backend, "name", "") == "onnxruntime":
@@ -119,6 +122,7 @@ def _run_name(run: RunSpec, backend) -> str:
 def run_suite(spec: SuiteSpec, command: str, progress=print) -> dict:
     """Measure everything; returns the report dict (see report.write_report)."""
     device = torch.device(spec.device)
+    set_cuda_tf32(spec.tf32)  # the eager baseline follows the same rule as the backends
     report: dict = {"command": command, "environment": environment_block(), "runs": []}
     with tempfile.TemporaryDirectory(prefix="stmae-bench-") as tmp:
         workdir = Path(tmp)
@@ -126,8 +130,10 @@ def run_suite(spec: SuiteSpec, command: str, progress=print) -> dict:
         model = model.to(device).eval()
         backends = []
         for run in spec.runs:
-            backend = create_backend(run.backend, checkpoint=checkpoint, export_dir=run.export_dir, device=device, precision=run.precision or "fp32")
+            backend = create_backend(run.backend, checkpoint=checkpoint, export_dir=run.export_dir, device=device,
+                                     precision=run.precision or "fp32", options={"tf32": spec.tf32})
             backends.append((run, backend))
+        report["config"] = {"tf32": spec.tf32, "cuda_tf32_state": cuda_tf32_state()}
         report["checkpoint"] = spec.checkpoint or "published architecture, contract rule weights"
         report["peak_gflops"] = {
             p: round(measure_peak_gflops(device, p), 1) for p in ("fp32", "bf16", "int8")

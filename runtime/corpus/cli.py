@@ -12,7 +12,7 @@ from ..errors import BackendUnavailable, InputError
 
 
 def add_corpus_options(parser: argparse.ArgumentParser, videos: bool = True) -> None:
-    group = parser.add_argument_group("many videos (see README: 'A corpus of videos')")
+    group = parser.add_argument_group("many videos (see docs/corpus.md)")
     if videos:
         group.add_argument("--videos", help="folder of video files and/or frame folders (masks in --masks-dir "
                            "MASKS/<name>.png or MASKS/<name>/), or a DAVIS / YouTube-VOS root")
@@ -55,10 +55,23 @@ def _setup(args: argparse.Namespace, spec, config: SessionConfig, out: Path):
     if args.ray is not None and args.device is None:
         spec = spec.with_device("auto")  # the cluster's GPUs if it has any (runtime.corpus.ray_runner)
     return WorkerSetup(spec, config, out, fingerprint_of(spec, config, args.max_frames), args.max_frames,
-                       streams=args.streams)
+                       streams=args.streams, png_level=args.png_level)
 
 
-def _run(args, jobs, setup):
+def _model_inputs(args: argparse.Namespace) -> dict:
+    return {"--checkpoint": args.checkpoint, "--export-dir": args.export_dir}
+
+
+def _check_out(args: argparse.Namespace, roots: dict) -> None:
+    """The output gate on ``--out`` against the input roots, before the videos are listed
+    (an ``--out`` inside ``--videos`` is never taken for a video); nothing is created yet.
+    :func:`runtime.corpus.run.run_corpus` runs it again with every video's files."""
+    from .run import check_corpus_output
+
+    check_corpus_output(Path(args.out), roots, create=False)
+
+
+def _run(args, jobs, setup, roots: dict):
     from tqdm import tqdm
 
     from .run import run_corpus
@@ -75,7 +88,7 @@ def _run(args, jobs, setup):
             return run_corpus(
                 jobs, setup, workers=args.workers, ray=args.ray, ray_actors=args.ray_actors,
                 cpus_per_actor=args.cpus_per_actor, retries=args.retries, overwrite=args.overwrite,
-                on_video=on_video,
+                on_video=on_video, inputs=roots,
             )
         except RunnerError as exc:
             if exc.user_error:
@@ -92,8 +105,10 @@ def segment_corpus(args: argparse.Namespace, spec, config: SessionConfig) -> int
         raise InputError("--workers/--ray segment many videos: give them with --videos DIR")
     if args.input or args.mask or args.overlay:
         raise InputError("--videos takes the place of --input/--mask/--overlay; give one or the other")
+    roots = {"--videos": args.videos, "--masks-dir": args.masks_dir, **_model_inputs(args)}
+    _check_out(args, roots)
     jobs = discover_jobs(args.videos, args.masks_dir, args.resolution)
-    summary = _run(args, jobs, _setup(args, spec, config, Path(args.out)))
+    summary = _run(args, jobs, _setup(args, spec, config, Path(args.out)), roots)
     _print_summary(summary)
     return 0 if summary.ok else 1
 
@@ -101,6 +116,8 @@ def segment_corpus(args: argparse.Namespace, spec, config: SessionConfig) -> int
 def _print_summary(summary) -> None:
     for name, error in summary.failed.items():
         print(f"failed: {name}: {error}", file=sys.stderr)
+    for name, entry in summary.truncated.items():  # the single-video path's warning, per video
+        print(f"warning: {name}: {entry['reason']}", file=sys.stderr)
     print(summary.line())
     print(f"summary: {summary.out / 'run_summary.json'}")
 
@@ -115,8 +132,10 @@ def eval_corpus(args: argparse.Namespace, spec, config: SessionConfig, names: li
     if args.max_frames is not None and args.max_frames < 3:
         raise InputError(f"--max-frames must be at least 3 (first and last frames are not scored), got {args.max_frames}")
     out = Path(args.out)
+    roots = {"--dataset": args.dataset, **_model_inputs(args)}
+    _check_out(args, roots)
     jobs = davis_jobs(args.dataset, args.resolution, names)
-    summary = _run(args, jobs, _setup(args, spec, config, out))
+    summary = _run(args, jobs, _setup(args, spec, config, out), roots)
     finished = [n for n in names if n not in summary.failed]
     if finished:
         result = score_sequences(args.dataset, args.resolution, finished, out)

@@ -7,6 +7,10 @@ of its videos has its outcome and sends it back (:meth:`Worker.advance`), so the
 always knows which videos a worker holds. A worker that dies (killed, OOM) is replaced
 and all its videos go back to the work list (:class:`runtime.corpus.dispatch.WorkList`).
 Workers ignore SIGINT: on Ctrl-C the parent stops them.
+
+Every wait is bounded: a worker that has not built its backend within
+:data:`START_SECONDS` stops the run with one line; joining a worker that is stopped or
+gone waits :data:`JOIN_SECONDS`, then it is terminated, then killed.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from .worker import Worker
 from .worker_setup import WorkerSetup
 
 _USER_ERRORS = ("InputError", "BackendUnavailable", "CheckpointError", "ExportManifestError")
+START_SECONDS = 600.0  # a worker process builds its backend within this
+JOIN_SECONDS = 5.0  # a stopped worker exits within this, else it is terminated, then killed
 
 
 def _worker_main(conn: Connection, setup: WorkerSetup) -> None:
@@ -46,6 +52,18 @@ class _Slot:
     ready: bool = False
     busy: bool = False  # advance() sent, its results not back yet
     jobs: dict = field(default_factory=dict)  # name -> (job, time handed out)
+    started: float = field(default_factory=time.monotonic)
+
+
+def _end(process: mp.process.BaseProcess, grace: float = JOIN_SECONDS) -> None:
+    """Wait ``grace`` seconds for ``process`` to exit, then terminate it, then kill it:
+    returns with the process gone (a worker stuck in a driver call may ignore SIGTERM)."""
+    process.join(grace)
+    for stop in (process.terminate, process.kill):
+        if not process.is_alive():
+            return
+        stop()
+        process.join(JOIN_SECONDS)
 
 
 def _device_for(device: str, index: int) -> str:
@@ -96,7 +114,7 @@ class LocalPool:
                             slot.conn.send(new)
                             slot.busy = True
                 waitables = [s.conn for s in slots] + [s.process.sentinel for s in slots]
-                ready = set(wait(waitables))
+                ready = set(wait(waitables, timeout=self._start_wait(slots)))
                 for slot in list(slots):
                     if slot.conn in ready or slot.process.sentinel in ready:
                         if not self._receive(slot, work):
@@ -105,6 +123,22 @@ class LocalPool:
                                 slots.append(self._start())
         finally:
             self._stop(slots)
+
+    def _start_wait(self, slots: list[_Slot]) -> float | None:
+        """Seconds the run may wait for a message: None while a worker is working; else
+        until the oldest starting worker's START_SECONDS are up (RunnerError when they are)."""
+        if any(slot.ready and slot.busy for slot in slots):
+            return None
+        starting = [slot.started for slot in slots if not slot.ready]
+        if not starting:
+            return None
+        left = min(starting) + START_SECONDS - time.monotonic()
+        if left <= 0:
+            raise RunnerError(
+                f"a worker process did not build its backend within {START_SECONDS:g} s (stuck loading the model "
+                f"or initialising the device); check --device and the checkpoint or export, then rerun (videos "
+                f"already done are kept)")
+        return left
 
     def _receive(self, slot: _Slot, work: WorkList) -> bool:
         """Handle what ``slot`` sent; False if its process is gone."""
@@ -116,7 +150,7 @@ class LocalPool:
         if message is None:
             if not gone and slot.process.is_alive():
                 return True  # woken by nothing readable yet
-            slot.process.join(5)
+            _end(slot.process)
             code = slot.process.exitcode
             if not slot.ready:
                 raise RunnerError(f"a worker process exited with code {code} while starting")
@@ -148,8 +182,5 @@ class LocalPool:
             except (OSError, BrokenPipeError):
                 pass
         for slot in slots:
-            slot.process.join(2 if not slot.jobs else 0.1)
-            if slot.process.is_alive():
-                slot.process.terminate()
-                slot.process.join(5)
+            _end(slot.process, 2 if not slot.jobs else 0.1)
             slot.conn.close()

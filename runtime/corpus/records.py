@@ -3,22 +3,26 @@
 Layout of ``OUT``::
 
     OUT/.stmae-corpus.json        marks OUT as written by the toolkit (and its settings)
+    OUT/.stmae-corpus.lock        held (flock) by the run writing into OUT; holds its pid
     OUT/<video>/<frame>.png       the masks of each video (each file written atomically)
     OUT/.records/<video>.json     written after the video's last mask: it is done
     OUT/run_summary.json          the last run's summary
 
 A video folder without a record is unfinished: its PNGs (and temp files) are cleared
 before it is redone. A record whose fingerprint (model hash + settings) differs from the
-run's is refused unless ``--overwrite``.
+run's is refused unless ``--overwrite``. :func:`locked` keeps a second run out of ``OUT``
+while one writes into it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from stmae.atomic import atomic_write_text
 
@@ -26,6 +30,7 @@ from ..errors import InputError
 from ..io.mask_io import existing_masks
 
 MARKER = ".stmae-corpus.json"
+LOCK = ".stmae-corpus.lock"
 RECORDS = ".records"
 SUMMARY = "run_summary.json"
 
@@ -40,16 +45,44 @@ def write_json(path: Path, data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
+def owned(out: Path) -> bool:
+    """Whether ``out`` holds a corpus run's marker."""
+    return (out / MARKER).is_file()
+
+
+@contextlib.contextmanager
+def locked(out: Path) -> Iterator[None]:
+    """Hold ``OUT/.stmae-corpus.lock`` (an exclusive ``flock``, released when the run ends
+    or its process dies) for the run; InputError naming the holder's pid if another run
+    holds it. The lock file stays (removing a lock file races with its next holder)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX: no lock
+        yield
+        return
+    path = out / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            raise InputError(
+                f"--out {out} is being written by another corpus run (pid {holder}); wait for it to end "
+                f"(then rerun to finish what is left), or choose another --out"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)
+
+
 def claim_output(out: Path, fingerprint: dict, overwrite: bool) -> None:
-    """Create ``out`` (or reuse one this toolkit made); refuse a foreign non-empty folder
-    and, without ``overwrite``, one made with other settings or another model."""
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out} exists and is not a folder")
+    """Mark ``out`` (already through the output gate, see :func:`runtime.corpus.run.check_corpus_output`)
+    as this run's; refuse, without ``overwrite``, one made with other settings or another
+    model."""
     marker = out / MARKER
-    if out.is_dir() and not marker.is_file() and any(out.iterdir()):
-        raise InputError(
-            f"--out {out} is not empty and was not written by a corpus run; choose a new or empty folder"
-        )
     if marker.is_file():
         try:
             previous = json.loads(marker.read_text(encoding="utf-8"))["fingerprint"]

@@ -2,7 +2,9 @@
 and summarise (``OUT/run_summary.json`` plus one line).
 
 Runners: ``workers=0`` segments the videos one after the other in this process;
-``workers=N`` uses N local worker processes; ``ray=ADDRESS`` uses Ray actors.
+``workers=N`` uses N local worker processes; ``ray=ADDRESS`` uses Ray actors. Whatever the
+runner, ``--out`` goes through the output gate (:func:`check_corpus_output`) before any
+worker starts, and is locked (:func:`runtime.corpus.records.locked`) while the run writes.
 """
 
 from __future__ import annotations
@@ -11,20 +13,23 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
-from ..errors import InputError
+from ..cpus import usable_cpus
+from ..errors import InputError, output_refusals_as_input_errors
 from . import records
 from .dispatch import WorkList
 from .jobs import VideoJob
 from .worker import Worker
-from .worker_setup import CRASH_ENV, WorkerSetup
+from .worker_setup import CRASH_ENV, WorkerSetup, truncated_entry
 
 
 @dataclass
 class CorpusSummary:
     """Outcome of a run: ``done`` (this run), ``skipped`` (done before), ``retried``
-    (names -> attempts), ``failed`` (name -> error). seconds: wall time of the dispatch;
+    (names -> attempts), ``failed`` (name -> error), ``truncated`` (name -> entry of a done
+    or skipped video that ended before the frames its container announces, see
+    :func:`runtime.corpus.worker_setup.truncated_entry`; the run is then not ok). seconds: wall time of the dispatch;
     startup_seconds: until the first worker had its backend (Ray: including ray.init);
     worker_seconds: summed time inside workers' video loops; dispatch_seconds: summed
     (hand-out to result) - (worker time): what the runner adds per video."""
@@ -36,6 +41,7 @@ class CorpusSummary:
     skipped: list[str] = field(default_factory=list)
     retried: dict[str, int] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    truncated: dict[str, dict] = field(default_factory=dict)
     frames: int = 0
     seconds: float = 0.0
     worker_seconds: float = 0.0
@@ -47,13 +53,14 @@ class CorpusSummary:
 
     @property
     def ok(self) -> bool:
-        return not self.failed and not self.interrupted
+        return not self.failed and not self.truncated and not self.interrupted
 
     def as_dict(self) -> dict:
         return {
             "out": str(self.out), "runner": self.runner, "videos": self.total,
             "done": self.done, "skipped": self.skipped, "retried": self.retried,
             "failed": [{"name": n, "error": e} for n, e in self.failed.items()],
+            "truncated": list(self.truncated.values()),
             "frames": self.frames, "seconds": round(self.seconds, 3),
             "worker_seconds": round(self.worker_seconds, 3), "startup_seconds": round(self.startup_seconds, 3),
             "dispatch_seconds": round(self.dispatch_seconds, 4),
@@ -64,7 +71,8 @@ class CorpusSummary:
         fps = self.frames / self.seconds if self.seconds > 0 else 0.0
         text = (
             f"{self.total} videos: {len(self.done)} done, {len(self.skipped)} skipped (done before), "
-            f"{len(self.retried)} retried, {len(self.failed)} failed; {self.frames} frames in "
+            f"{len(self.retried)} retried, {len(self.failed)} failed"
+            f"{f', {len(self.truncated)} truncated' if self.truncated else ''}; {self.frames} frames in "
             f"{self.seconds:.1f} s ({fps:.2f} FPS) on {self.runner} -> {self.out}"
         )
         if self.interrupted:
@@ -92,16 +100,34 @@ class _InProcess:
                 work.finished(held.pop(result["name"]), {**result, "round_trip_seconds": result["worker_seconds"]})
 
 
-def _check_paths(jobs: list[VideoJob], out: Path) -> None:
-    """Refuse an output folder that is, holds, or sits inside any input."""
-    resolved = out.resolve()
+def _note_truncated(summary: CorpusSummary, record: dict | None) -> None:
+    entry = truncated_entry(record)
+    if entry is not None:
+        summary.truncated[entry["name"]] = entry
+
+
+def job_inputs(jobs: list[VideoJob]) -> dict[str, Path]:
+    """{label: path} of every file and folder the jobs read."""
+    inputs: dict[str, Path] = {}
     for job in jobs:
-        for given in (job.source, job.first_mask, job.masks_dir):
-            if given is None:
-                continue
-            given = given.resolve()
-            if resolved == given or resolved in given.parents or given in resolved.parents:
-                raise InputError(f"--out {out} overlaps the input {given}; write the masks to another folder")
+        for label, given in ((f"the video {job.name!r}", job.source), (f"the mask of {job.name!r}", job.first_mask),
+                             (f"the masks of {job.name!r}", job.masks_dir)):
+            if given is not None:
+                inputs[label] = given
+    return inputs
+
+
+def check_corpus_output(out: Path, inputs: Mapping[str, str | Path | None], create: bool = True) -> Path:
+    """The output gate (:func:`runtime.io.gate.check_output`) for a corpus ``--out``: not
+    equal to, inside or holding any input (``inputs``: the command line's roots, such as
+    ``--videos``/``--masks-dir``/``--dataset``, and every video); new, empty, or written by a
+    corpus run (its marker); created (``create``) and proven writable. Raises InputError."""
+    from ..io.gate import check_output, folder_entries
+
+    with output_refusals_as_input_errors():
+        return check_output(out, "--out", inputs, tool="corpus", owner="a corpus run", noun="results",
+                            earlier=[] if records.owned(out) else folder_entries(out, (records.LOCK,)),
+                            owned=records.owned(out), create=create)
 
 
 def run_corpus(
@@ -115,27 +141,36 @@ def run_corpus(
     retries: int = 2,
     overwrite: bool = False,
     on_video: Callable[[dict], None] | None = None,
+    inputs: Mapping[str, str | Path | None] | None = None,
 ) -> CorpusSummary:
     """Segment every job into ``setup.out/<name>/``; see the module docstring.
 
     setup.fingerprint must be set (:func:`runtime.corpus.worker.fingerprint_of`): finished
     videos with the same fingerprint are skipped, others are refused unless ``overwrite``
     (which redoes every listed video). retries: how many times a video whose worker died is
-    retried. on_video(result) is called after each video. Raises InputError for bad input,
-    RunnerError if the runner cannot start.
+    retried. on_video(result) is called after each video. inputs: {flag: path} of the
+    command line's input roots (``--videos``, ``--masks-dir``, ``--dataset``), checked with
+    every video's own files by :func:`check_corpus_output`. Raises InputError for bad input
+    (another run holding ``--out`` too), RunnerError if the runner cannot start.
     """
     if not jobs:
         raise InputError("no video to segment")
     if retries < 0:
         raise InputError(f"--retries must be 0 or more, got {retries}")
     out = Path(setup.out)
-    _check_paths(jobs, out)
+    check_corpus_output(out, {**(inputs or {}), **job_inputs(jobs)})
+    with records.locked(out):
+        return _run_locked(jobs, setup, out, workers, ray, ray_actors, cpus_per_actor, retries, overwrite, on_video)
+
+
+def _run_locked(jobs, setup, out, workers, ray, ray_actors, cpus_per_actor, retries, overwrite, on_video):
     records.claim_output(out, setup.fingerprint, overwrite)
     summary = CorpusSummary(out, "this process", len(jobs), started_at=records.utc_now())
     pending = []
     for job in jobs:
         if not overwrite and records.is_done(out, job.name, setup.fingerprint):
             summary.skipped.append(job.name)
+            _note_truncated(summary, records.read_record(out, job.name))
         else:
             records.clear_video(out, job.name)
             pending.append(job)
@@ -147,7 +182,7 @@ def run_corpus(
     elif workers > 0:
         from .local_pool import LocalPool
 
-        runner = LocalPool(replace(setup, threads=setup.threads or max(1, (os.cpu_count() or 1) // workers)), workers)
+        runner = LocalPool(replace(setup, threads=setup.threads or max(1, usable_cpus() // workers)), workers)
         summary.runner = f"{workers} local worker process(es)"
     else:
         runner = _InProcess(setup)
@@ -161,6 +196,7 @@ def run_corpus(
         if result["status"] == "done":
             summary.done.append(name)
             summary.frames += result["record"]["frames"]
+            _note_truncated(summary, result["record"])
         else:
             records.clear_video(out, name)
             summary.failed[name] = result["error"]

@@ -34,7 +34,7 @@ class Worker:
         spec = setup.backend
         self.backend = create_backend(
             spec.name, checkpoint=spec.checkpoint, export_dir=spec.export_dir, device=spec.device,
-            precision=spec.precision,
+            precision=spec.precision, options={"tf32": spec.tf32},
         )
         self.host = socket.gethostname()
         self.batch = None
@@ -55,6 +55,7 @@ class Worker:
         """Segment ``job`` into ``out/<name>/``; returns ``{"name", "status": "done" |
         "failed", "error", "retriable", "record"}``. Partial output of a failed video is
         cleared; a done video has its record written after its last mask."""
+        from ..io.pipeline import PipelineOptions
         from ..segment_video import segment_video
 
         out = self.setup.out
@@ -65,11 +66,13 @@ class Worker:
             summary = segment_video(
                 self.backend, job.source, out / job.name, config=self.setup.config, overwrite=True, record=False,
                 frames=frames, annotations=annotations, on_frame=crash_hook(self.setup.crash_at, job.name),
-            )
+                pipeline=PipelineOptions(png_level=self.setup.png_level),
+            )  # returns once the masks are synced: the record below follows them
         except Exception as exc:  # the video fails; the worker goes on with the next one
             clear_video(out, job.name)
             return failure(job.name, exc)
-        record = done_record(self.setup, job, summary.frames, summary.objects, summary.seconds, started, self.host)
+        record = done_record(self.setup, job, summary.frames, summary.objects, summary.seconds, started, self.host,
+                             summary.missing_frames)
         write_record(out, job.name, record)
         return {"name": job.name, "status": "done", "error": None, "retriable": False, "record": record}
 

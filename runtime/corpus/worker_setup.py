@@ -16,7 +16,8 @@ from pathlib import Path
 from ..config import SessionConfig
 from ..errors import InputError
 from ..export_manifest import sha256_file
-from ..io.frames import FrameFolder, VideoFile, open_frames
+from ..io.frames import FrameFolder, VideoFile, open_frames, truncation_warning
+from ..io.mask_io import DEFAULT_PNG_LEVEL, check_png_level
 from .jobs import VideoJob
 from .records import utc_now
 
@@ -36,6 +37,7 @@ class BackendSpec:
     export_dir: str | None = None
     device: str = "cpu"
     precision: str = "fp32"
+    tf32: bool = False  # allow TF32 on CUDA (--allow-tf32)
 
     def model_hash(self) -> str:
         """sha256 of the checkpoint file, or of the export's manifest.json."""
@@ -46,7 +48,7 @@ class BackendSpec:
             raise InputError(f"cannot read {path} ({exc.strerror})") from None
 
     def with_device(self, device: str) -> "BackendSpec":
-        return BackendSpec(self.name, self.checkpoint, self.export_dir, device, self.precision)
+        return BackendSpec(self.name, self.checkpoint, self.export_dir, device, self.precision, self.tf32)
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ class WorkerSetup:
     output folder; fingerprint: what makes results comparable (recorded with each video);
     max_frames: only the first N frames of each video; threads: torch CPU threads;
     streams: videos each worker steps together with the batched engine (1: one at a
-    time); crash_at: fault injection for tests (see CRASH_ENV)."""
+    time); crash_at: fault injection for tests (see CRASH_ENV); png_level: zlib level of
+    the mask PNGs (not a setting of the masks: every level gives the same labels)."""
 
     backend: BackendSpec
     config: SessionConfig
@@ -65,10 +68,12 @@ class WorkerSetup:
     threads: int | None = None
     crash_at: str | None = None
     streams: int = 1
+    png_level: int = DEFAULT_PNG_LEVEL
 
     def __post_init__(self) -> None:
         if not isinstance(self.streams, int) or self.streams < 1:
             raise ValueError(f"streams must be a positive integer, got {self.streams!r}")
+        check_png_level(self.png_level)
 
 
 def fingerprint_of(spec: BackendSpec, config: SessionConfig, max_frames: int | None) -> dict:
@@ -79,6 +84,9 @@ def fingerprint_of(spec: BackendSpec, config: SessionConfig, max_frames: int | N
         "model_sha256": spec.model_hash(),
         "session": asdict(config),
         "max_frames": max_frames,
+        # TF32 changes CUDA float32 results; recorded only when allowed, so that corpora
+        # written before the setting existed (IEEE float32) still resume.
+        **({"tf32": True} if spec.tf32 else {}),
     }
 
 
@@ -152,13 +160,19 @@ def failure(name: str, exc: BaseException) -> dict:
 
 
 def done_record(setup: WorkerSetup, job: VideoJob, frames: int, objects, seconds: float, started: str,
-                host: str) -> dict:
-    """The done record of ``job`` (written after its last mask)."""
+                host: str, missing: int = 0) -> dict:
+    """The done record of ``job`` (written after its last mask). missing: frames its video
+    container announced but that were not decoded (:func:`runtime.io.frames.missing_frames`);
+    then ``warning`` has the same line the single-video path prints, and the run lists the
+    video as truncated (:func:`truncated_entry`)."""
     spec = setup.backend
     return {
         "name": job.name,
         "source": str(job.source),
         "frames": frames,
+        "frames_declared": frames + missing,
+        "missing_frames": missing,
+        "warning": truncation_warning(frames, missing),
         "objects": list(objects),
         "seconds": round(seconds, 4),
         "backend": spec.name,
@@ -171,3 +185,12 @@ def done_record(setup: WorkerSetup, job: VideoJob, frames: int, objects, seconds
         "started_at": started,
         "finished_at": utc_now(),
     }
+
+
+def truncated_entry(record: dict | None) -> dict | None:
+    """``{"name", "reason", "frames_read", "frames_declared"}`` for run_summary.json if the
+    done ``record`` is of a video that ended early, else None."""
+    if not record or not record.get("missing_frames"):
+        return None
+    return {"name": record["name"], "reason": record.get("warning") or "truncated",
+            "frames_read": record["frames"], "frames_declared": record.get("frames_declared")}

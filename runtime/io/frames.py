@@ -136,12 +136,18 @@ class FrameFolder:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def read(self, index: int) -> np.ndarray:
+        """Frame ``index`` as (H, W, 3) uint8 RGB, size checked (what iterating gives; for
+        decoders that run ahead in parallel)."""
+        path = self.paths[index]
+        frame = _read_rgb(path)
+        if frame.shape[:2] != self.size:
+            raise InputError(f"frame {path} changed size while reading")
+        return frame
+
     def __iter__(self) -> Iterator[tuple[str, np.ndarray]]:
-        for name, path in zip(self.names, self.paths):
-            frame = _read_rgb(path)
-            if frame.shape[:2] != self.size:
-                raise InputError(f"frame {path} changed size while reading")
-            yield name, frame
+        for index, name in enumerate(self.names):
+            yield name, self.read(index)
 
 
 class VideoFile:
@@ -188,6 +194,23 @@ class VideoFile:
                 index += 1
         finally:
             capture.release()
+
+
+def missing_frames(frames: FrameFolder | VideoFile, read: int) -> int:
+    """Frames a video container announced (``len(frames)``) that were not decoded when
+    ``read`` were: a truncated or damaged file ends early. 0 for a folder of frames.
+    The one check of every path (single video, corpus workers, batched lanes)."""
+    return max(len(frames) - read, 0) if isinstance(frames, VideoFile) else 0
+
+
+def truncation_warning(read: int, missing: int) -> str | None:
+    """The one-line warning for a video that ended ``missing`` frames early, else None."""
+    if not missing:
+        return None
+    return (
+        f"the video ended after {read} of the {read + missing} frames its container announces ({missing} "
+        f"missing: truncated or damaged file); masks were written for the {read} decoded frames only"
+    )
 
 
 def open_frames(path: str | Path) -> FrameFolder | VideoFile:

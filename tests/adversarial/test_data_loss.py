@@ -131,12 +131,12 @@ def test_segment_overwrite_leaves_foreign_masks_and_overlays(tmp_path, video, se
     assert snapshot(foreign, tmp_path / "holiday.mp4") == before
     # the tool's own earlier output is replaced: masks and the recorded overlay
     own = tmp_path / "own"
-    args = [*seg_args, "--input", frames, "--mask", mask, "--out", own, "--overlay", tmp_path / "own.avi"]
+    args = [*seg_args, "--input", frames, "--mask", mask, "--out", own, "--overlay", tmp_path / "own.mp4"]
     assert run_main(segment_main, capsys, *args)[0] == 0
     assert run_main(segment_main, capsys, *args)[0] == 2  # not without --overwrite
     code, out, err = run_main(segment_main, capsys, *args, "--overwrite")
     assert code == 0, err
-    assert len(list(own.glob("*.png"))) == 6 and (tmp_path / "own.avi").stat().st_size > 0
+    assert len(list(own.glob("*.png"))) == 6 and (tmp_path / "own.mp4").stat().st_size > 0
 
 
 def test_eval_out_inside_the_dataset_never_touches_ground_truth(tmp_path, clip, seeded_small_checkpoint, capsys):

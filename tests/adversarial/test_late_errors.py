@@ -51,7 +51,7 @@ def test_unwritable_output_is_refused_before_the_network_runs(tmp_path, video, s
     def no_session(*a, **k):
         raise AssertionError("the network ran before the output was checked")
 
-    monkeypatch.setattr(segment_module, "VideoSession", no_session)
+    monkeypatch.setattr(segment_module, "StreamEngine", no_session)
     before = snapshot(tmp_path)
     rc, _, err = run_main(segment_main, capsys, *seg_args, "--input", frames, "--mask", mask, "--out", out)
     assert rc == 2

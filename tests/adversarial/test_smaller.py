@@ -42,12 +42,12 @@ def test_temp_files_of_a_killed_run_are_ignored_and_cleaned(tmp_path, video, seg
     out.mkdir()
     dead = _dead_pid()
     stale_mask = out / f".00003.png.stmae-tmp-{dead}-0badc0de.png"
-    stale_overlay = tmp_path / f".ov.avi.stmae-tmp-{dead}-0badc0de.avi"
+    stale_overlay = tmp_path / f".ov.mp4.stmae-tmp-{dead}-0badc0de.mp4"
     stale_mask.write_bytes(b"half a png")
     stale_overlay.write_bytes(b"half a video")
     assert existing_masks(out) == []  # a temp file is not a mask (no "already has masks")
     code, _, err = run_main(segment_main, capsys, *seg_args, "--input", frames, "--mask", mask, "--out", out,
-                            "--overlay", tmp_path / "ov.avi")
+                            "--overlay", tmp_path / "ov.mp4")
     assert code == 0, err
     assert not stale_mask.exists() and not stale_overlay.exists()
     assert not [p for p in tmp_path.rglob("*") if is_temp_name(p.name)]
@@ -132,9 +132,9 @@ def test_files_are_written_with_umask_permissions(tmp_path, umask):
         torch.manual_seed(0)
         save_checkpoint(tmp_path / "c.pth", STMAE(preset("small")))
         atomic_write_text(tmp_path / "r.csv", "a,b\n")
-        with OverlayWriter(tmp_path / "o.avi", 10.0, (16, 16)) as writer:
+        with OverlayWriter(tmp_path / "o.mp4", 10.0, (16, 16)) as writer:
             writer.add(np.zeros((16, 16, 3), np.uint8), np.zeros((16, 16), np.uint8))
-        for name in ("m.png", "c.pth", "r.csv", "o.avi"):
+        for name in ("m.png", "c.pth", "r.csv", "o.mp4"):
             assert stat.S_IMODE((tmp_path / name).stat().st_mode) == expected, name
     finally:
         os.umask(old)

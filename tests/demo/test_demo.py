@@ -11,10 +11,10 @@ from pathlib import Path
 
 import cv2
 
-from demo.video import probe
+from runtime.io.overlay import probe_video
 
 REPORT_FIELDS = {
-    "kind", "checkpoint", "checkpoint_sha256", "backend", "precision", "device", "input", "frames",
+    "kind", "checkpoint", "checkpoint_sha256", "backend", "precision", "device", "input", "ground_truth", "frames",
     "frame_size", "processed_shorter_side", "processed_size_source", "objects", "export", "fps_end_to_end",
     "stages_ms", "stage_fps", "scores", "contact_sheet_frames", "files", "written", "wall_seconds",
 }
@@ -39,11 +39,12 @@ def test_demo_runs_reports_and_reuses_export(seeded_small_checkpoint, tmp_path):
     assert REPORT_FIELDS <= set(report), REPORT_FIELDS - set(report)
     assert report["backend"] == "onnxruntime" and report["export"]["reused_cache"] is False
     assert report["frames"] == 8 and report["objects"] == 2
-    assert 0.0 <= report["scores"]["J&F"] <= 1.0
+    assert 0.0 <= report["scores"]["J&F"] <= 1.0 and report["ground_truth"] == "the synthetic clip's exact masks"
     assert {"key_encoder", "memory_readout", "mask_autoencoder"} <= set(report["stages_ms"])
     assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{i:05d}.png" for i in range(8)]
     # The overlay is VP9 (browsers play it) at exactly the clip's size, every frame.
-    assert probe(out / "overlay.webm") == {"codec": "vp9", "width": 85, "height": 48, "frames": 8}
+    assert probe_video(out / "overlay.webm") == {"codec": "vp9", "width": 85, "height": 48, "frames": 8,
+                                                 "original_size": (85, 48)}
     # The contact sheet pairs ground truth with prediction (two tiles per frame) + legend.
     sheet = cv2.imread(str(out / "contact_sheet.png"))
     assert sheet.shape[1] == 2 * (2 * 320 + 4) and sheet.shape[0] == 4 * (181 + 4) + 56
@@ -60,7 +61,7 @@ def test_demo_runs_reports_and_reuses_export(seeded_small_checkpoint, tmp_path):
     assert (out / "export_fp32" / "manifest.json").stat().st_mtime_ns == manifest_mtime
     assert "export reused from cache" in second.stdout and "exporting" not in second.stderr
     assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{i:05d}.png" for i in range(5)]
-    assert probe(out / "overlay.webm")["frames"] == 5
+    assert probe_video(out / "overlay.webm")["frames"] == 5
     assert (out / "notes.txt").read_text() == "mine"
 
 

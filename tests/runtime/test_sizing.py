@@ -64,11 +64,11 @@ def test_exports_record_the_size_in_their_manifest(tmp_path):
 
 def test_parse_size():
     assert parse_size("auto") == AUTO and parse_size("-1") == -1 and parse_size("240") == 240
-    import argparse
+    from runtime.errors import InputError
 
-    for bad in ("8", "x", "0"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            parse_size(bad)
+    for bad in ("8", "x", "0"):  # parsed as given, refused with one line when resolved
+        with pytest.raises(InputError, match=f"--size {bad}: expected 'auto', -1"):
+            resolve_size(parse_size(bad))
 
 
 def test_training_records_the_resolution_it_trains_at():

@@ -100,14 +100,21 @@ def test_ray_auto_without_a_cluster_says_how_to_start_one(corpus, small_checkpoi
     ray = pytest.importorskip("ray", reason="ray is not installed (pip install ray)")
     if ray.is_initialized():
         pytest.skip("a Ray session is running in this process")
-    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # Isolated from any Ray running on this host (another test's, a stray 'ray start'):
+    # 'auto' goes where RAY_ADDRESS points, here a loopback port nothing listens on.
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "no-ray-here"))  # no cluster file to find
     videos, masks = corpus
     code = segment_main(["--videos", str(videos), "--masks-dir", str(masks), "--out", str(tmp_path / "o"),
                          "--checkpoint", str(small_checkpoint), "--ray", "auto", "--quiet"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "cannot connect to a Ray cluster (start one with: ray start --head)" in err, err
-    assert len(err.splitlines()) == 1
+    assert f"nothing answers at 127.0.0.1:{port}" in err and len(err.splitlines()) == 1
 
 
 def test_single_video_max_frames_and_live_only_options(tiny_video, small_checkpoint, tmp_path, capsys):

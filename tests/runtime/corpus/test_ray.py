@@ -75,3 +75,40 @@ def test_ray_actors_with_streams_match_and_survive_a_kill(ray_session, streams_c
     assert "alpha" in summary.retried and len(summary.retried) == 2 and set(summary.retried.values()) == {2}
     assert_same(read_outputs(out), streams_reference)
     assert stray_files(out) == []
+
+
+@pytest.mark.timeout(300)
+def test_actors_the_cluster_cannot_hold_are_refused_up_front(ray_session, corpus, small_checkpoint, tmp_path):
+    """Each actor asks for 4 cores; no node of this 2-core cluster has them: one line, not a
+    wait without end for an actor that can never be placed."""
+    from runtime.corpus.dispatch import RunnerError
+
+    with pytest.raises(RunnerError, match=r"--cpus-per-actor 4: no node of the Ray cluster has 4 CPU cores "
+                                          r"\(the largest has 2, 2 in all\)") as caught:
+        run_corpus(discover_jobs(*corpus), make_setup(small_checkpoint, tmp_path / "out"), ray="local",
+                   cpus_per_actor=4)
+    assert caught.value.user_error
+
+
+@pytest.mark.timeout(300)
+def test_actors_that_never_start_end_the_run(ray_session, corpus, small_checkpoint, tmp_path, monkeypatch):
+    """Another job holds both cores: the actors stay pending; the run ends after
+    START_SECONDS with one line saying what is free."""
+    from runtime.corpus import ray_runner
+    from runtime.corpus.dispatch import RunnerError
+
+    @ray.remote(num_cpus=2)
+    class Holder:
+        def ping(self) -> int:
+            return 1
+
+    holder = Holder.remote()
+    ray.get(holder.ping.remote(), timeout=120)
+    monkeypatch.setattr(ray_runner, "START_SECONDS", 3.0)
+    try:
+        with pytest.raises(RunnerError, match=r"no Ray actor started within 3 s \(2 actor\(s\), 1 CPU core\(s\) "
+                                              r"each; the cluster has 0 CPU core\(s\)"):
+            run_corpus(discover_jobs(*corpus), make_setup(small_checkpoint, tmp_path / "out"), ray="local")
+    finally:
+        ray.kill(holder)
+

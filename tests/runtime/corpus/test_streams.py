@@ -82,15 +82,15 @@ def test_out_of_memory_in_a_batched_step_retries_its_videos(streams_corpus, trai
 
     from runtime.engine.stream_engine import StreamEngine
 
-    real, calls = StreamEngine.step, []
+    real, calls = StreamEngine.submit, []
 
-    def step(engine, inputs):
+    def submit(engine, inputs):  # the pipelined loop submits each step (runtime.io.pipeline)
         calls.append(sorted(inputs))
         if len(calls) == 3:
             raise torch.OutOfMemoryError("CUDA out of memory (test)")
         return real(engine, inputs)
 
-    monkeypatch.setattr(StreamEngine, "step", step)
+    monkeypatch.setattr(StreamEngine, "submit", submit)
     out = tmp_path / "out"
     summary = run_corpus(discover_jobs(*streams_corpus), streams_setup(trained, out, streams=3))
     assert calls[2] == ["alpha", "beta", "gamma"]

@@ -33,9 +33,11 @@ def _jpeg(frame: np.ndarray) -> bytes:
 
 
 @contextmanager
-def mjpeg_server(frames: np.ndarray, delays: list[float]):
-    """Serve ``frames`` as an MJPEG stream at http://127.0.0.1:PORT/; ``delays[i]``:
-    seconds to wait before sending frame i (a stall then zeros = a network burst)."""
+def mjpeg_server(frames, delays: list[float], cut_at: int | None = None):
+    """Serve ``frames`` (RGB arrays, sizes may differ) as an MJPEG stream at
+    http://127.0.0.1:PORT/; ``delays[i]``: seconds to wait before sending frame i (a stall
+    then zeros = a network burst); ``cut_at``: send only the first half of that frame's
+    JPEG, then close the connection (a stream cut mid-frame)."""
     parts = [_jpeg(f) for f in frames]
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -44,10 +46,15 @@ def mjpeg_server(frames: np.ndarray, delays: list[float]):
             self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
             self.end_headers()
             try:
-                for data, delay in zip(parts, delays):
+                for index, (data, delay) in enumerate(zip(parts, delays)):
                     if delay:
                         time.sleep(delay)
                     self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data))
+                    if index == cut_at:
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                        return
                     self.wfile.write(data + b"\r\n")
                     self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):

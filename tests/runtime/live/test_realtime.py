@@ -101,7 +101,7 @@ def test_udp_mpegts_stream_is_segmented(stream_clip, backend, tmp_path):
 def test_ctrl_c_ends_the_live_command_cleanly(stream_clip, small_checkpoint, tmp_path):
     first = tmp_path / "first.png"
     write_mask(first, stream_clip.masks[0])
-    out, overlay = tmp_path / "masks", tmp_path / "overlay.avi"
+    out, overlay = tmp_path / "masks", tmp_path / "overlay.webm"
     frames = np.concatenate([stream_clip.frames] * 5)
     with mjpeg_server(frames, [0.04] * len(frames)) as url:
         proc = subprocess.Popen(
@@ -150,7 +150,7 @@ def test_live_bad_input_is_one_line(stream_clip, small_checkpoint, tmp_path, cap
          f"cannot open the stream http://127.0.0.1:{port}/x.mjpg"),
         (["--input", "/dev/video99", "--mask", first], "cannot open /dev/video99: no such camera"),
         (["--camera", "0", "--input", "rtsp://h/s", "--mask", first], "give --input URL or --camera N, not both"),
-        (["--input", "udp://127.0.0.1:1", "--mask", first, "--overlay", tmp_path / "o.gif"], "use a .mp4, .avi"),
+        (["--input", "udp://127.0.0.1:1", "--mask", first, "--overlay", tmp_path / "o.gif"], "use .mp4 (H.264) or .webm (VP9)"),
     ]
     for extra, message in cases:
         code, err = _live_main(capsys, *extra, *common)
