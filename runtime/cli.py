@@ -141,18 +141,19 @@ def _model_inputs(args: argparse.Namespace) -> dict[str, str | None]:
     return {"--checkpoint": args.checkpoint, "--export-dir": args.export_dir}
 
 
+# Errors that report bad input or an unusable backend (exit status 2), by module: only the
+# classes of modules already imported can have been raised, so a refusal never waits for
+# torch (stmae.checkpoint imports it) just to be recognised.
+_USER_ERRORS = (("stmae.outputs", "OutputError"), ("stmae.checkpoint", "CheckpointError"),
+                ("runtime.export_manifest", "ExportManifestError"))
+
+
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors that report bad input or an unusable backend (exit status 2)."""
-    from stmae.checkpoint import CheckpointError
-    from stmae.outputs import OutputError
-
-    errors: list[type[BaseException]] = [InputError, BackendUnavailable, CheckpointError, OutputError]
-    try:
-        from .export_manifest import ExportManifestError
-    except ImportError:  # pragma: no cover - the export helper module is optional here
-        pass
-    else:
-        errors.append(ExportManifestError)
+    errors: list[type[BaseException]] = [InputError, BackendUnavailable]
+    for module, name in _USER_ERRORS:
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
     return tuple(errors)
 
 
@@ -227,12 +228,14 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
         from .io.frames import open_frames
         from .segment_video import check_output_folder, check_targets, load_annotations, segment_video
 
-        size = _resolved_size(args)
-        config = _session_config(args, size.size)
+        # the path, mask and output checks first: they answer before torch loads
         frames = first_frames(open_frames(args.input), args.max_frames)
         annotations = load_annotations(frames, args.mask, args.masks_dir)
         check_targets(args.input, args.out, args.overlay, args.overwrite, args.mask, args.masks_dir,
                       _model_inputs(args))
+        check_output_folder(args.out, args.overwrite, create=False)  # the gate, creating nothing yet
+        size = _resolved_size(args)
+        config = _session_config(args, size.size)
         backend = _backend(args)  # a bad checkpoint or export is refused before --out is created
         check_output_folder(args.out, args.overwrite)  # created and proven writable before the network runs
         with _progress(len(frames), "frame", args.quiet) as bar:

@@ -15,22 +15,23 @@ import time
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
 from stmae.outputs import probe_writable, real_path, recorded_files, written_by
 
-from .backends.base import Backend
 from .config import SessionConfig
-from .engine.stream_engine import EngineOptions, StreamEngine
 from .errors import InputError, output_refusals_as_input_errors
 from .io.frames import FrameFolder, VideoFile, missing_frames, natural_key, open_frames, truncation_warning
 from .io.gate import begin_run, check_aliases, check_output, finish_run
 from .io.mask_io import existing_masks, labels_present, read_mask
 from .io.overlap import BackgroundWriter
-from .io.pipeline import FrameLoop, LoopVideo, PipelineOptions
 from .io.overlay import OverlayWriter, check_overlay_path
+
+if TYPE_CHECKING:  # the engine and the frame loop import torch: only segment_video() needs them
+    from .backends.base import Backend
+    from .io.pipeline import PipelineOptions
 
 
 @dataclass(frozen=True)
@@ -236,6 +237,9 @@ def segment_video(
         begin_run(out, TOOL, outputs=mask_names(frames), candidates=existing_masks(out), files=[overlay],
                   input=str(real_path(input_path)))
     # On CUDA the torch backend's step is captured in a CUDA graph (runtime.engine.cuda_graphs).
+    from .engine.stream_engine import EngineOptions, StreamEngine
+    from .io.pipeline import FrameLoop, LoopVideo
+
     options = replace(EngineOptions.fastest(backend.device, compile=False), keep_prob=False)
     fps = frames.fps if isinstance(frames, VideoFile) else 25.0
     writer = OverlayWriter(overlay, fps, tuple(frames.size), annotations.palette) if overlay else None
