@@ -35,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (default {DEFAULT_OPSET})")
     p.add_argument("--calibration", type=Path, help="folder of frames for int8 calibration (default: a synthetic clip)")
     p.add_argument("--calibration-frames", type=int, default=ExportConfig.calibration_frames,
-                   help=f"frames used for calibration (default {ExportConfig.calibration_frames})")
+                   help=f"frames used for calibration (default {ExportConfig.calibration_frames}); their graph inputs "
+                   "are written to disk beside --out and read back one at a time (published architecture at "
+                   "853x480: about 56 MB a frame), so memory does not grow with this number")
     p.add_argument("--verify-frames", type=Path, help="folder of frames the pipelines are compared on (default: a synthetic clip)")
     p.add_argument("--verify-masks", type=Path, help="ground-truth masks of --verify-frames (<frame name>.png) for J&F")
     p.add_argument("--verify-max-frames", type=int, default=ExportConfig.verify_max_frames,

@@ -7,7 +7,8 @@ folder of masks (e.g. a DAVIS sequence: ``JPEGImages/480p/bear`` + ``Annotations
 Graph inputs are recorded by running the PyTorch fp32 pipeline (:class:`runtime.engine.session.
 VideoSession` over :class:`runtime.backends.torch_backend.TorchBackend`) through the clip,
 so the mask autoencoder is calibrated on the coarse masks that the real memory readout
-produces, not on made-up ones.
+produces, not on made-up ones. The feeds are written to disk as they are made
+(:class:`export.feeds.FeedSpool`), so recording holds one frame's feeds, not the clip's.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ from runtime.io.mask_io import read_mask
 from runtime.engine.session import VideoSession
 from stmae.network import STMAE
 from stmae.synthetic import ClipSpec, generate_clip
+
+from .feeds import FeedSpool
 
 
 @dataclass(frozen=True)
@@ -84,38 +87,42 @@ def folder_clip(frames_dir: str | Path, masks_dir: str | Path | None = None, max
 
 
 class _RecordingBackend:
-    """A backend wrapper that records the inputs of every graph call as numpy arrays."""
+    """A backend wrapper that writes the inputs of every graph call, as float32 numpy feeds,
+    to a spool on disk (:class:`export.feeds.FeedSpool`) and keeps none of them."""
 
-    def __init__(self, inner: TorchBackend) -> None:
+    def __init__(self, inner: TorchBackend, key_feeds: FeedSpool, mask_feeds: FeedSpool) -> None:
         self.inner = inner
         self.name, self.device, self.precision = inner.name, inner.device, inner.precision
-        self.key_feeds: list[dict[str, np.ndarray]] = []
-        self.mask_feeds: list[dict[str, np.ndarray]] = []
+        self.key_feeds, self.mask_feeds = key_feeds, mask_feeds
 
     def encode_key(self, image: torch.Tensor) -> KeyFeatures:
-        self.key_feeds.append({"image": image.cpu().numpy().copy()})
+        self.key_feeds.append({"image": image.cpu().numpy()})
         return self.inner.encode_key(image)
 
     def segment(self, image: torch.Tensor, features: KeyFeatures, coarse: torch.Tensor) -> torch.Tensor:
         self.mask_feeds.append(
             {
-                "image": image.cpu().numpy().copy(),
-                "f16": features.f16.float().cpu().numpy().copy(),
-                "f8": features.f8.float().cpu().numpy().copy(),
-                "f4": features.f4.float().cpu().numpy().copy(),
-                "coarse": coarse.float().cpu().numpy().copy(),
+                "image": image.cpu().numpy(),
+                "f16": features.f16.float().cpu().numpy(),
+                "f8": features.f8.float().cpu().numpy(),
+                "f4": features.f4.float().cpu().numpy(),
+                "coarse": coarse.float().cpu().numpy(),
             }
         )
         return self.inner.segment(image, features, coarse)
 
 
 def record_graph_inputs(
-    model: STMAE, clip: Clip, session_config: SessionConfig
-) -> tuple[list[dict[str, np.ndarray]], list[dict[str, np.ndarray]]]:
+    model: STMAE, clip: Clip, session_config: SessionConfig, folder: str | Path
+) -> tuple[FeedSpool, FeedSpool]:
     """Run the fp32 torch pipeline over the clip; return the feeds of the key encoder and
-    of the mask autoencoder ({input name: float32 array}), one per call."""
-    backend = _RecordingBackend(TorchBackend(model, "cpu", "fp32"))
+    of the mask autoencoder ({input name: float32 array}, one per call), spooled to
+    ``folder``/key_encoder and ``folder``/mask_autoencoder as they are made (memory: one
+    frame's feeds, whatever the clip's length)."""
+    folder = Path(folder)
+    key_feeds, mask_feeds = FeedSpool(folder / "key_encoder"), FeedSpool(folder / "mask_autoencoder")
+    backend = _RecordingBackend(TorchBackend(model, "cpu", "fp32"), key_feeds, mask_feeds)
     session = VideoSession(backend, session_config)
     for t, frame in enumerate(clip.frames):
         session.step(frame, clip.first_mask() if t == 0 else None)
-    return backend.key_feeds, backend.mask_feeds
+    return key_feeds, mask_feeds

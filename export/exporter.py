@@ -13,6 +13,12 @@ Steps (all in a temporary folder next to ``out_dir``, renamed into place only at
 5. manifest.json with hashes and every number measured; rename into place.
 
 Any failure raises (ExportError / ExportGateError) and leaves nothing at ``out_dir``.
+
+Memory is bounded by design, not by the number of frames: graph inputs are spooled to disk
+as they are recorded (:mod:`export.feeds`) and every consumer reads them one at a time;
+AutoCast's reference run keeps per-tensor ranges, not activations
+(:mod:`export.autocast_reference`); the gate streams its frames (:mod:`export.parity`).
+The clips themselves (uint8 frames and masks) stay in memory.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -256,7 +262,10 @@ def _build(config, model, model_config, checkpoint_sha, calib, calib_cfg, verify
         keep_mask = mask_autoencoder_fp32_nodes(mask_model)
         details["mask_autoencoder_float32"] = "coarse upsampling, others channel, soft aggregation"
         log(f"recording graph inputs from {calib.source}")
-        key_feeds, mask_feeds = _timed(seconds, "calibration_inputs", record_graph_inputs, model, calib, calib_cfg)
+        # Spooled to disk as recorded and read back one at a time by every step below.
+        feeds_dir = tmp / "_calibration_feeds"
+        key_feeds, mask_feeds = _timed(seconds, "calibration_inputs", record_graph_inputs, model, calib, calib_cfg,
+                                       feeds_dir)
         details["calibration"] = {"source": calib.source, "key_encoder_feeds": len(key_feeds),
                                   "mask_autoencoder_feeds": len(mask_feeds)}
         jobs = ((KEY_ENCODER, keep_key, key_feeds), (MASK_AUTOENCODER, keep_mask, mask_feeds))
@@ -283,6 +292,7 @@ def _build(config, model, model_config, checkpoint_sha, calib, calib_cfg, verify
                         log(f"{name}: int8 convolutions with {layout['layout'].split(' (')[0]} "
                             f"({layout['timed_ms']['symmetric']} ms symmetric, "
                             f"{layout['timed_ms']['zero_point_1']} ms zero point 1, here)")
+        shutil.rmtree(feeds_dir)
         for path in final.values():
             _checked(path)
 
@@ -311,6 +321,7 @@ def _build(config, model, model_config, checkpoint_sha, calib, calib_cfg, verify
         onnxruntime_disabled_optimizers=ORT_DISABLED_OPTIMIZERS.get(precision, ()),
         target=config.target,
         processing_size=processing_size,
+        tf32=False,  # the parity gate's references run IEEE float32 on the CPU
     )
     _write_manifest(tmp, manifest)
     if fp32_dir != tmp:
@@ -346,12 +357,15 @@ def _verify_pipelines(config, model, fp32, final, shape, clip, session_config, t
     out: dict = {}
     if config.precision != "fp32":
         out["graph_rel_error"] = parity.graph_parity(model, final[KEY_ENCODER], final[MASK_AUTOENCODER], shape)
-        images = _clip_images(clip, session_config)
         session = parity.cpu_session(final[KEY_ENCODER], manifest.onnxruntime_disabled_optimizers)
-        key_out = [session.run(["f16"], feed)[0] for feed in images]
-        with torch.inference_mode():
-            key_ref = [model.encode_key(torch.from_numpy(feed["image"]))[0].numpy() for feed in images]
-        out["topk_sensitivity"] = parity.topk_sensitivity(key_ref, key_out, manifest.top_k)
+
+        def key_pairs():  # (PyTorch f16, ONNX Runtime f16), one frame at a time
+            for feed in _clip_images(clip, session_config):
+                with torch.inference_mode():
+                    ref = model.encode_key(torch.from_numpy(feed["image"]))[0].numpy()
+                yield ref, session.run(["f16"], feed)[0]
+
+        out["topk_sensitivity"] = parity.topk_sensitivity(key_pairs(), manifest.top_k)
     log(f"comparing the PyTorch and ONNX Runtime pipelines on {clip.source}")
     # The gate runs every export on ONNX Runtime's CPU provider, whatever its target: the
     # runtime's layout warning (a TensorRT layout on the CPU) is not news here.
@@ -366,11 +380,13 @@ def _verify_pipelines(config, model, fp32, final, shape, clip, session_config, t
     return out
 
 
-def _clip_images(clip: Clip, session_config: SessionConfig) -> list[dict[str, np.ndarray]]:
-    """The clip's frames as the session feeds them to the key encoder: (1, 3, Hp, Wp)."""
+def _clip_images(clip: Clip, session_config: SessionConfig) -> Iterator[dict[str, np.ndarray]]:
+    """The clip's frames as the session feeds them to the key encoder, {"image": (1, 3, Hp,
+    Wp) float32}, made one at a time."""
     h, w = clip.frames.shape[1:3]
     geo = FrameGeometry.for_frame(h, w, session_config.size)
-    return [{"image": geo.prepare_image(f, torch.device("cpu")).numpy()} for f in clip.frames]
+    for frame in clip.frames:
+        yield {"image": geo.prepare_image(frame, torch.device("cpu")).numpy()}
 
 
 # What to try next when the fp16/int8 gate refuses, per precision.

@@ -8,12 +8,17 @@
 - :func:`pipeline_agreement`: two full runtime pipelines (:class:`runtime.engine.session.
   VideoSession`) over a clip: mean IoU and pixel agreement of their masks, and the J&F of
   both against the clip's ground truth.
+
+Frames are streamed: the pipelines run in step and the top-k measurement takes its frames
+from a generator, so the gate's memory does not grow with the clip's length (but for the
+uint8 label maps that J&F needs, one byte a pixel).
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -75,19 +80,23 @@ def graph_parity(model: STMAE, key_path: Path, mask_path: Path, shape: ParitySha
     return errors
 
 
-def topk_sensitivity(reference: list[np.ndarray], candidate: list[np.ndarray], top_k: int, seed: int = 0) -> dict:
-    """reference/candidate: f16 (1, C, h, w) of the same frames from the fp32 graph and the
-    converted graph. Memory = the first frame, queries = the others; values are random
-    maps in [0, 1] (8 channels), so the readout error measures how the top-k softmax
-    weights move. Returns the worst case over queries."""
-    if len(reference) < 2:
+def topk_sensitivity(pairs: Iterable[tuple[np.ndarray, np.ndarray]], top_k: int, seed: int = 0) -> dict:
+    """pairs: (reference, candidate) f16 (1, C, h, w) of the same frames, in frame order, from
+    the fp32 graph and the converted graph, consumed one pair at a time (a generator keeps
+    the gate's memory at one frame). Memory = the first frame, queries = the others; values
+    are random maps in [0, 1] (8 channels), so the readout error measures how the top-k
+    softmax weights move. Returns the worst case over queries."""
+    pairs = iter(pairs)
+    first = next(pairs, None)
+    if first is None:
         raise ValueError("top-k sensitivity needs at least two frames")
-    mk = torch.from_numpy(reference[0]).flatten(2).float()
-    mk_c = torch.from_numpy(candidate[0]).flatten(2).float()
+    mk = torch.from_numpy(first[0]).flatten(2).float()
+    mk_c = torch.from_numpy(first[1]).flatten(2).float()
+    del first
     values = torch.rand(1, 8, mk.shape[-1], generator=torch.Generator().manual_seed(seed))
     k = min(top_k, mk.shape[-1])
     changed, rel, dsim, smax = [], [], [], []
-    for ref_q, cand_q in zip(reference[1:], candidate[1:]):
+    for ref_q, cand_q in pairs:
         q = torch.from_numpy(ref_q).float()
         qc = torch.from_numpy(cand_q).float()
         sim = torch.bmm(mk.transpose(1, 2), q.flatten(2))
@@ -100,6 +109,8 @@ def topk_sensitivity(reference: list[np.ndarray], candidate: list[np.ndarray], t
         rel.append(float((r - rc).norm() / r.norm().clamp_min(1e-30)))
         dsim.append(float((sim - sim_c).abs().max()))
         smax.append(float(sim.abs().max()))
+    if not changed:
+        raise ValueError("top-k sensitivity needs at least two frames")
     return {
         "top_k": top_k,
         "topk_sets_changed": max(changed),
@@ -139,26 +150,49 @@ def _jf(labels: list[np.ndarray], clip: Clip) -> float | None:
     return float(np.mean([s.JF for s in scores])) if scores else None
 
 
+def _frame_agreement(ref: np.ndarray, cand: np.ndarray, objects: list[int]) -> tuple[list[float], float]:
+    """One frame's label maps (H, W): (IoU per object (1 where both are empty), pixel agreement)."""
+    ious = []
+    for label in objects:
+        a, b = ref == label, cand == label
+        union = np.logical_or(a, b).sum()
+        ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+    return ious, float((ref == cand).mean())
+
+
 def compare_labels(reference: list[np.ndarray], candidate: list[np.ndarray], objects: list[int]) -> tuple[float, float]:
     """(mean IoU over frames 1.. and objects, pixel agreement over frames 1..)."""
     ious, agree = [], []
     for ref, cand in zip(reference[1:], candidate[1:]):
-        agree.append(float((ref == cand).mean()))
-        for label in objects:
-            a, b = ref == label, cand == label
-            union = np.logical_or(a, b).sum()
-            ious.append(1.0 if union == 0 else float(np.logical_and(a, b).sum() / union))
+        frame_ious, frame_agree = _frame_agreement(ref, cand, objects)
+        ious += frame_ious
+        agree.append(frame_agree)
     return float(np.mean(ious)), float(np.mean(agree))
 
 
 def pipeline_agreement(
     reference: Backend, candidate: Backend, clip: Clip, session_config: SessionConfig
 ) -> PipelineAgreement:
-    """Run both pipelines over the clip and compare their masks (see PipelineAgreement)."""
+    """Run both pipelines over the clip in step, frame by frame, and compare their masks as
+    they come (see PipelineAgreement). Memory: the two sessions (their memory windows are
+    bounded by ``session_config``) and one frame; no probabilities are kept, and the label
+    maps (H, W) uint8 only where the clip has ground truth (J&F scores whole sequences), one
+    byte a pixel like the ground truth the clip holds."""
     if len(clip.frames) < 2:
         raise ValueError("pipeline agreement needs a clip of at least 2 frames")
-    ref = run_pipeline(reference, clip, session_config)
-    cand = run_pipeline(candidate, clip, session_config)
     objects = [int(v) for v in np.unique(clip.first_mask()) if v != 0]
-    mean_iou, pixels = compare_labels(ref, cand, objects)
-    return PipelineAgreement(mean_iou, pixels, _jf(ref, clip), _jf(cand, clip), len(clip.frames) - 1)
+    sessions = VideoSession(reference, session_config), VideoSession(candidate, session_config)
+    keep = clip.masks is not None and len(clip.frames) >= 3
+    kept: tuple[list[np.ndarray], list[np.ndarray]] = ([], [])
+    ious, agree = [], []
+    for t, frame in enumerate(clip.frames):
+        ref, cand = (s.step(frame, clip.first_mask() if t == 0 else None).labels for s in sessions)
+        if t:
+            frame_ious, frame_agree = _frame_agreement(ref, cand, objects)
+            ious += frame_ious
+            agree.append(frame_agree)
+        if keep:
+            kept[0].append(ref)
+            kept[1].append(cand)
+    jf_ref, jf_cand = (_jf(labels, clip) if keep else None for labels in kept)
+    return PipelineAgreement(float(np.mean(ious)), float(np.mean(agree)), jf_ref, jf_cand, len(clip.frames) - 1)

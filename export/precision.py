@@ -19,11 +19,11 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Sequence
 
-import numpy as np
 import onnx
 
+from .feeds import Feed, FeedReader, FeedSpool
 from .options import INT8_QUANTIZERS  # noqa: E402,F401 (re-exported)
 INSTALL_EXPORT_EXTRA = 'pip install -e ".[export]"'
 # ModelOpt's int8 quantizer patches ONNX Runtime's quantization classes for the rest of the
@@ -91,26 +91,33 @@ def modelopt_version() -> str | None:
 def convert_fp16(
     src: str | Path,
     dst: str | Path,
-    feeds: Sequence[dict[str, np.ndarray]],
+    feeds: FeedSpool | Sequence[Feed],
     keep_fp32_nodes: Sequence[str] = (),
 ) -> dict:
     """Write a mixed-precision fp16 copy of ``src`` to ``dst`` with ModelOpt AutoCast.
 
-    feeds: real graph inputs for AutoCast's reference run (nodes whose values exceed the
-    fp16-safe range stay float32); keep_fp32_nodes: exact node names that stay float32.
+    feeds: real graph inputs {name: float32 array} for AutoCast's reference run (nodes whose
+    values exceed the fp16-safe range stay float32), read one at a time (a
+    :class:`export.feeds.FeedSpool`, or a list); the run keeps per-tensor minima and maxima,
+    not activations (:mod:`export.autocast_reference`), so its memory is one inference,
+    whatever the number of feeds. keep_fp32_nodes: exact node names that stay float32.
     Graph inputs and outputs stay float32. Returns details for the manifest.
     """
+    if not len(feeds):
+        raise ValueError("fp16 AutoCast needs at least one input feed for its reference run")
     keep = sorted(set(keep_fp32_nodes))
     autocast, _ = _import_modelopt("fp16 export through ModelOpt AutoCast")
-    with tempfile.TemporaryDirectory(prefix="stmae-autocast-", dir=os.path.dirname(str(dst)) or None) as data_dir:
-        for i, feed in enumerate(feeds):
-            np.savez(os.path.join(data_dir, f"feed_{i:04d}.npz"), **feed)
-        model = _autocast(autocast, src, data_dir if feeds else None, keep)
+    from .autocast_reference import streamed_reference_run
+
+    with streamed_reference_run(feeds):
+        model = _autocast(autocast, src, keep)
     model = refresh_value_info(model)
     onnx.save_model(model, str(dst), save_as_external_data=False)
     return {
         "tool": "nvidia-modelopt AutoCast",
         "tool_version": modelopt_version(),
+        "reference_run": "one feed at a time, per-tensor min/max reduced in the graph (export/autocast_reference.py)",
+        "calibration_feeds": len(feeds),
         "kept_float32_nodes": len(keep),
         "float16_compute_nodes": _count_fp16_compute(model),
     }
@@ -127,7 +134,7 @@ def refresh_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
     return onnx.shape_inference.infer_shapes(model, check_type=True)
 
 
-def _autocast(autocast, src, data_dir: str | None, keep: list[str]) -> onnx.ModelProto:
+def _autocast(autocast, src, keep: list[str]) -> onnx.ModelProto:
     _quiet_modelopt()
     return autocast.convert_to_mixed_precision(
         onnx_path=str(src),
@@ -135,7 +142,9 @@ def _autocast(autocast, src, data_dir: str | None, keep: list[str]) -> onnx.Mode
         # Exact names, as anchored regular expressions.
         nodes_to_exclude=[f"^{_escape(n)}$" for n in keep] or None,
         keep_io_types=True,
-        calibration_data=data_dir,
+        # No file: the reference run is export.autocast_reference.streamed_reference_run's,
+        # over the feeds bound to it.
+        calibration_data=None,
         providers=["cpu"],
     )
 
@@ -167,28 +176,8 @@ def _count_fp16_compute(model: onnx.ModelProto) -> dict[str, int]:
     return counts
 
 
-class FeedReader:
-    """An ONNX Runtime CalibrationDataReader over a list of input feeds {name: array}."""
-
-    def __init__(self, feeds: Iterable[dict[str, np.ndarray]]) -> None:
-        self._feeds = list(feeds)
-        self._it = iter(self._feeds)
-
-    def get_next(self):
-        return next(self._it, None)
-
-    def get_first(self):
-        """The first feed without advancing (ModelOpt's quantizer asks for it)."""
-        return self._feeds[0]
-
-    def rewind(self) -> None:
-        self._it = iter(self._feeds)
-
-    def __len__(self) -> int:
-        return len(self._feeds)
-
-
-def _ort_reader(feeds: Sequence[dict[str, np.ndarray]]):
+def _ort_reader(feeds: FeedSpool | Sequence[Feed]):
+    """An ONNX Runtime CalibrationDataReader that loads one feed at a time."""
     from onnxruntime.quantization import CalibrationDataReader
 
     class _Reader(FeedReader, CalibrationDataReader):
@@ -200,18 +189,24 @@ def _ort_reader(feeds: Sequence[dict[str, np.ndarray]]):
 def quantize_int8(
     src: str | Path,
     dst: str | Path,
-    feeds: Sequence[dict[str, np.ndarray]],
+    feeds: FeedSpool | Sequence[Feed],
     keep_fp32_nodes: Sequence[str] = (),
     quantizer: str = "modelopt",
 ) -> dict:
     """Write a Q/DQ int8 copy of ``src`` to ``dst``, calibrated on ``feeds``.
+
+    feeds: graph inputs {name: float32 array}, read one at a time (a
+    :class:`export.feeds.FeedSpool`, or a list). Both calibrators reduce each tensor to its
+    range in the graph and fold feed by feed (ONNX Runtime's MinMax: ReduceMin/ReduceMax
+    outputs; ModelOpt patches it to compute ranges after every feed), so calibration holds
+    one feed and one inference.
 
     Symmetric int8 activations and per-channel weights; nodes in ``keep_fp32_nodes`` are not
     quantized and everything that is not quantized stays float32. Returns manifest details.
     """
     if quantizer not in INT8_QUANTIZERS:
         raise ValueError(f"unknown int8 quantizer {quantizer!r}; choose one of {INT8_QUANTIZERS}")
-    if not feeds:
+    if not len(feeds):
         raise ValueError("int8 calibration needs at least one input feed")
     keep = sorted(set(keep_fp32_nodes))
     tool_messages: list[str] = []
