@@ -45,6 +45,32 @@ class RunSpec:
         return cls(backend, "", rest or None)
 
 
+# Count bounds of the benchmark flags, checked before anything is drawn or allocated.
+MAX_FRAMES = 100_000
+MAX_REPEATS = 100
+SYNTHETIC_CLIP_BYTES = 8 << 30  # a synthetic clip is drawn whole in memory (H x W x 3 uint8 a frame)
+
+
+def check_counts(frames: int, warmup: int, repeats: int, synthetic_sizes: tuple[int, ...] = (), streams: int = 1) -> None:
+    """ValueError (one line, naming the flag) unless ``--frames``, ``--warmup`` and
+    ``--repeats`` are in range and, for synthetic clips (``synthetic_sizes``, 16:9 at each
+    shorter side; ``streams`` clips of each), the clips fit in memory."""
+    if not isinstance(frames, int) or not 3 <= frames <= MAX_FRAMES:
+        raise ValueError(f"--frames must be in 3..{MAX_FRAMES}, got {frames!r}")
+    if not isinstance(warmup, int) or not 1 <= warmup <= frames - 2:
+        raise ValueError(f"--warmup must be in 1..frames-2 ({frames - 2}), got {warmup!r}")
+    if not isinstance(repeats, int) or not 1 <= repeats <= MAX_REPEATS:
+        raise ValueError(f"--repeats must be in 1..{MAX_REPEATS}, got {repeats!r}")
+    for size in synthetic_sizes:
+        need = streams * frames * size * int(round(size * 16 / 9)) * 3
+        if need > SYNTHETIC_CLIP_BYTES:
+            raise ValueError(
+                f"--frames {frames} at --sizes {size}" + (f" for {streams} streams" if streams > 1 else "")
+                + f" needs {need / (1 << 30):.1f} GiB of synthetic frames in memory (at most "
+                f"{SYNTHETIC_CLIP_BYTES >> 30} GiB): use fewer frames or a smaller size"
+            )
+
+
 @dataclass(frozen=True)
 class ClipSettings:
     """frames: clip length; warmup: leading frames left out of the statistics (frame 0,
@@ -55,10 +81,7 @@ class ClipSettings:
     session: SessionConfig = field(default_factory=SessionConfig)
 
     def __post_init__(self) -> None:
-        if self.frames < 3:
-            raise ValueError(f"frames must be >= 3, got {self.frames}")
-        if not 1 <= self.warmup <= self.frames - 2:
-            raise ValueError(f"warmup must be in 1..frames-2, got {self.warmup}")
+        check_counts(self.frames, self.warmup, 1)
 
 
 def read_rgb(path: Path) -> np.ndarray:

@@ -51,7 +51,7 @@ from .baseline import EagerBaseline
 from .engine_loops import SERIAL_PNG_LEVEL, TAIL, measure_network, measure_pipelined, measure_serial, preload
 from .environment import environment_block
 from .flops import stage_gflops
-from .harness import mean_iou
+from .harness import check_counts, mean_iou
 from .memory import PeakMemory
 from .peak import measure_peak_gflops
 from .stats import LatencyStats, synchronizer
@@ -97,14 +97,10 @@ class StreamSuiteSpec:
     def __post_init__(self) -> None:
         if not self.streams or any(not isinstance(s, int) or s < 1 for s in self.streams):
             raise ValueError(f"--streams takes positive stream counts, got {list(self.streams)}")
-        if self.frames < 3 or not 1 <= self.warmup <= self.frames - 2:
-            raise ValueError(f"need frames >= 3 and warmup in 1..frames-2, got {self.frames}, {self.warmup}")
         if self.decoder not in DECODERS:
             raise ValueError(f"--decoder must be one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.pipeline not in PIPELINES:
             raise ValueError(f"--pipeline must be one of {', '.join(PIPELINES)}, got {self.pipeline!r}")
-        if not isinstance(self.repeats, int) or self.repeats < 1:
-            raise ValueError(f"--repeats must be a positive integer, got {self.repeats!r}")
         if self.decode_workers is not None and self.decode_workers < 1:
             raise ValueError(f"--decode-workers must be at least 1, got {self.decode_workers}")
         # Sizes and the stream count are capped before any clip is drawn (runtime.io.gate): a
@@ -113,6 +109,7 @@ class StreamSuiteSpec:
             check_batch_pixels(max(self.streams), size, int(round(size * 16 / 9)),
                                f"--streams {max(self.streams)} at --sizes {size}",
                                "measure fewer streams or a smaller size")
+        check_counts(self.frames, self.warmup, self.repeats, tuple(self.sizes), max(self.streams))
 
     @property
     def loops(self) -> tuple[str, ...]:

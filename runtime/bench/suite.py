@@ -24,7 +24,7 @@ from ..engine.transforms import FrameGeometry
 from .baseline import EagerBaseline
 from .environment import environment_block
 from .flops import stage_gflops
-from .harness import ClipMeasurement, ClipSettings, RunSpec, drift_ratio, mean_iou, measure_clip
+from .harness import ClipMeasurement, ClipSettings, RunSpec, check_counts, drift_ratio, mean_iou, measure_clip
 from .peak import measure_peak_gflops
 
 
@@ -47,8 +47,6 @@ class SuiteSpec:
     tf32: bool = False  # allow TF32 in CUDA float32 work (--allow-tf32; default IEEE float32)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.repeats, int) or self.repeats < 1:
-            raise ValueError(f"repeats must be a positive integer, got {self.repeats!r}")
         if not self.runs:
             raise ValueError("give at least one configuration to compare with the baseline")
         if (self.input_dir is None) != (self.mask is None):
@@ -62,6 +60,8 @@ class SuiteSpec:
                 raise ValueError(f"--sizes: {exc}") from None
         if any(not 1 <= n <= 254 for n in self.objects):
             raise ValueError(f"--objects must be in 1..254, got {list(self.objects)}")
+        check_counts(self.clip.frames, self.clip.warmup, self.repeats,
+                     self.sizes if self.input_dir is None else ())
 
 
 class _SessionAdapter:

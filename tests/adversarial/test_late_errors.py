@@ -11,7 +11,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-import runtime.segment_video as segment_module
+import runtime.engine.stream_engine as stream_engine_module
 import stmae.outputs as outputs_module
 from export.cli import main as export_main
 from runtime.cli import eval_main, segment_main
@@ -51,7 +51,7 @@ def test_unwritable_output_is_refused_before_the_network_runs(tmp_path, video, s
     def no_session(*a, **k):
         raise AssertionError("the network ran before the output was checked")
 
-    monkeypatch.setattr(segment_module, "StreamEngine", no_session)
+    monkeypatch.setattr(stream_engine_module, "StreamEngine", no_session)  # segment_video imports it when it runs
     before = snapshot(tmp_path)
     rc, _, err = run_main(segment_main, capsys, *seg_args, "--input", frames, "--mask", mask, "--out", out)
     assert rc == 2

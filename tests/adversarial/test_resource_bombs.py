@@ -91,3 +91,21 @@ def test_tiny_checkpoint_asking_for_a_huge_network_is_refused_without_allocating
     code, _, err = run_main(segment_main, capsys, *args)
     assert code == 2
     one_line_error(err, "stmae-segment", "does not match the STMAE network")
+
+
+@pytest.mark.parametrize("flags, needle", [
+    (["--frames", "1000000000"], "--frames must be in 3..100000"),
+    (["--repeats", "1000000"], "--repeats must be in 1..100"),
+    (["--frames", "5000", "--sizes", "1080"], "GiB of synthetic frames in memory"),
+    (["--streams", "4", "--frames", "3000", "--sizes", "1080"], "for 4 streams needs"),
+    (["--streams", "1", "--repeats", "1000000"], "--repeats must be in 1..100"),
+])
+def test_bench_counts_are_checked_before_anything_is_drawn(tmp_path, capsys, flags, needle):
+    """A count that would draw gigabytes of synthetic frames, or run for days, is one line and
+    exit 2 before any clip is drawn (it was a numpy 'array is too big' error after trying to
+    allocate, or a run of a million repeats)."""
+    out = tmp_path / "bench"
+    code, _, err = run_main(bench_main, capsys, *flags, "--out", out)
+    assert code == 2
+    one_line_error(err, "stmae-bench", needle)
+    assert not out.exists()
