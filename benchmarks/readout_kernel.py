@@ -33,13 +33,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 from stmae.atomic import atomic_write_text
+from runtime.bench.stage_profile import median_ms
 
 AIM_MS_PER_FRAME = 0.3
 QUERY_HW = (30, 54)  # 480p at stride 16
@@ -55,18 +55,7 @@ CONFIGS = (  # (block_m, block_l, block_c, num_warps, num_stages); None: the ker
 
 def cuda_time_ms(fn, repeats: int, device: torch.device) -> float:
     """Median milliseconds of ``repeats`` calls (CUDA events) after two warm-up calls."""
-    fn()
-    fn()
-    torch.cuda.synchronize(device)
-    samples = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        end.synchronize()
-        samples.append(start.elapsed_time(end))
-    return statistics.median(samples)
+    return median_ms(fn, repeats, device, warmup=2)
 
 
 def measured_peak_tflops(dtype: torch.dtype, device: torch.device, n: int = 8192, repeats: int = 10) -> float:

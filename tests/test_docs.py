@@ -17,16 +17,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = sorted((ROOT / "docs").glob("*.md"))
 PAGES = [ROOT / "README.md", *DOCS]
-# console script -> (module, function), as pyproject.toml's [project.scripts] lists them
-# (tests/test_cli_help.py checks the table against pyproject.toml).
-SCRIPTS = {
-    "stmae-segment": ("runtime.cli", "segment_main"),
-    "stmae-eval": ("runtime.cli", "eval_main"),
-    "stmae-export": ("export.cli", "main"),
-    "stmae-bench": ("runtime.bench.cli", "main"),
-    "stmae-train": ("train.cli", "main"),
-    "stmae-demo": ("demo.cli", "main"),
-}
+from tests.test_cli_help import SCRIPTS  # console script -> (module, function), as pyproject.toml lists them
 HELP_ARGV = {script: [["--help"]] for script in SCRIPTS}
 HELP_ARGV["stmae-train"] += [["export-weights", "--help"], ["average-weights", "--help"]]
 # The tool pages the README and the docs index must link to.

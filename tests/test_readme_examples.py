@@ -99,14 +99,7 @@ def test_eval_example_defaults_equal_the_best_flags(davis_data, tmp_path):
 # The commands are parsed in-process, not run: argparse's parse_args is stopped right after
 # it succeeds, so a renamed or removed flag, or a misspelt one in the docs, fails here.
 
-SCRIPTS = {  # console script -> (module, function), as pyproject.toml's [project.scripts] lists them
-    "stmae-segment": ("runtime.cli", "segment_main"),
-    "stmae-eval": ("runtime.cli", "eval_main"),
-    "stmae-export": ("export.cli", "main"),
-    "stmae-bench": ("runtime.bench.cli", "main"),
-    "stmae-train": ("train.cli", "main"),
-    "stmae-demo": ("demo.cli", "main"),
-}
+from tests.test_cli_help import SCRIPTS  # console script -> (module, function), as pyproject.toml lists them
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 

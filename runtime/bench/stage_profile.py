@@ -113,9 +113,11 @@ class SteadyEngine:
         return results
 
 
-def _median_ms(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
-    """Median milliseconds of ``repeats`` calls: CUDA events on CUDA, else perf_counter."""
-    fn()
+def median_ms(fn: Callable[[], object], repeats: int, device: torch.device, warmup: int = 1) -> float:
+    """Median milliseconds of ``repeats`` calls after ``warmup`` calls: CUDA events on
+    CUDA, else perf_counter."""
+    for _ in range(warmup):
+        fn()
     sync = synchronizer(device)
     sync()
     samples = []
@@ -194,8 +196,8 @@ def stage_times(steady: SteadyEngine) -> dict:
         return step.finish(state, prob)
 
     run["finish"], _ = _captured(finish, device)
-    times = {name: _median_ms(run[name], repeats, device) for name in STAGES}
-    whole = _median_ms(_whole_step(steady), repeats, device)
+    times = {name: median_ms(run[name], repeats, device) for name in STAGES}
+    whole = median_ms(_whole_step(steady), repeats, device)
     return {"ms": times, "captured_step_ms": whole, "sum_of_stages_ms": sum(times.values()),
             "timer": "CUDA events around CUDA graph replays" if device.type == "cuda" else
             "perf_counter around eager runs (no GPU: no CUDA events)"}
