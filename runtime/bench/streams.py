@@ -266,7 +266,7 @@ def _median_run(runs: list[dict]) -> dict:
 def _add_repeats(row: dict, runs: list[dict]) -> None:
     """ms per stream-frame of every repeat and their spread ((max - min) / median)."""
     ms = [1e3 * m["wall_s"] / m["stream_frames"] for m in runs]
-    row["ms_per_stream_frame_runs"] = [round(x, 3) for x in ms]
+    row["ms_per_stream_frame_runs"] = [float(x) for x in ms]  # unrounded: the spread is computed from them
     row["spread"] = (max(ms) - min(ms)) / row["ms_per_stream_frame"] if len(ms) > 1 else 0.0
 
 
