@@ -62,13 +62,18 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
                         "gives the same labels (default 1: fast)")
 
 
+def _require_model(args: argparse.Namespace) -> None:
+    """The model file the chosen backend needs: --checkpoint (torch) or --export-dir."""
+    if args.backend == "torch" and not args.checkpoint:
+        raise InputError("--checkpoint is required with --backend torch")
+    if args.backend != "torch" and not args.export_dir:
+        raise InputError(f"--export-dir is required with --backend {args.backend} (make one with stmae-export)")
+
+
 def _resolved_size(args: argparse.Namespace) -> ResolvedSize:
     """--size, or for 'auto' what the export folder or checkpoint records (else 480)."""
     if args.size == AUTO:
-        if args.backend == "torch" and not args.checkpoint:
-            raise InputError("--checkpoint is required with --backend torch")
-        if args.backend != "torch" and not args.export_dir:
-            raise InputError(f"--export-dir is required with --backend {args.backend} (make one with stmae-export)")
+        _require_model(args)
     return resolve_size(args.size, checkpoint=args.checkpoint if args.backend == "torch" else None,
                         export_dir=args.export_dir if args.backend != "torch" else None)
 
@@ -110,10 +115,7 @@ def _backend(args: argparse.Namespace):
         # Random or poorly scaled weights can produce denormal floats, which make CPU
         # convolutions many times slower; flushing them changes results by < 1e-38.
         torch.set_flush_denormal(True)
-    if args.backend == "torch" and not args.checkpoint:
-        raise InputError("--checkpoint is required with --backend torch")
-    if args.backend != "torch" and not args.export_dir:
-        raise InputError(f"--export-dir is required with --backend {args.backend} (make one with stmae-export)")
+    _require_model(args)
     return create_backend(
         args.backend,
         checkpoint=args.checkpoint,
@@ -128,10 +130,7 @@ def _backend_spec(args: argparse.Namespace):
     """What worker processes / Ray actors need to build the backend themselves."""
     from .corpus.worker_setup import BackendSpec
 
-    if args.backend == "torch" and not args.checkpoint:
-        raise InputError("--checkpoint is required with --backend torch")
-    if args.backend != "torch" and not args.export_dir:
-        raise InputError(f"--export-dir is required with --backend {args.backend} (make one with stmae-export)")
+    _require_model(args)
     return BackendSpec(args.backend, args.checkpoint, args.export_dir, args.device or _default_device(), args.precision,
                        args.allow_tf32)
 
