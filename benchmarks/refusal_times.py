@@ -1,4 +1,4 @@
-"""How long `stmae-segment` takes to refuse bad input: wall time of a fresh process for each
+"""How long `stmae-segment` and `stmae-eval` take to refuse bad input: wall time of a fresh process for each
 refusal case, from start to the one-line message (median of --repeats runs).
 
     PYTHONPATH=. python benchmarks/refusal_times.py [--repeats 3]
@@ -9,6 +9,7 @@ Uses a tiny synthetic clip and a small seeded checkpoint made in a temporary fol
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
@@ -53,17 +54,33 @@ def main() -> int:
             "bad --size (argparse)": ["--input", str(frames), "--mask", str(mask), "--out", str(root / "o"),
                                       "--size", "0"],
         }
-        print(f"stmae-segment refusals, wall time of a fresh process, median of {args.repeats}")
-        for name, case in cases.items():
-            times = []
-            for _ in range(args.repeats):
-                start = time.perf_counter()
-                proc = subprocess.run([sys.executable, "-c", "import sys; from runtime.cli import segment_main; "
-                                       "sys.exit(segment_main(sys.argv[1:]))", *case, *common],
-                                      capture_output=True, text=True)
-                times.append(time.perf_counter() - start)
-            line = (proc.stderr.strip().splitlines() or [""])[-1][:90]
-            print(f"  {name:<28} {statistics.median(times):6.2f} s  exit {proc.returncode}  {line}")
+        dataset = root / "davis"
+        for i, frame in enumerate(clip.frames):
+            for sub, save in (("JPEGImages", lambda p: Image.fromarray(frame).save(p.with_suffix(".jpg"))),
+                              ("Annotations", lambda p: write_mask(p, clip.masks[i]))):
+                folder = dataset / sub / "240p" / "a"
+                folder.mkdir(parents=True, exist_ok=True)
+                save(folder / f"{i:05d}.png")
+        eval_cases = {
+            "missing --dataset": ["--dataset", str(root / "nope"), "--sequences", "a", "--out", str(root / "e")],
+            "unknown sequence": ["--dataset", str(dataset), "--sequences", "zebra", "--out", str(root / "e")],
+            "--out inside --dataset": ["--dataset", str(dataset), "--sequences", "a", "--out", str(dataset / "e")],
+            "--workers, --out inside": ["--dataset", str(dataset), "--sequences", "a", "--workers", "1",
+                                        "--out", str(dataset / "e")],
+        }
+        env = {**os.environ, "STMAE_CACHE_DIR": str(root / "cache")}  # the default backend; no export is made
+        for tool, main_name, table in (("stmae-segment", "segment_main", cases), ("stmae-eval", "eval_main", eval_cases)):
+            print(f"{tool} refusals, wall time of a fresh process, median of {args.repeats}")
+            for name, case in table.items():
+                times = []
+                for _ in range(args.repeats):
+                    start = time.perf_counter()
+                    proc = subprocess.run([sys.executable, "-c", f"import sys; from runtime.cli import {main_name}; "
+                                           f"sys.exit({main_name}(sys.argv[1:]))", *case, *common],
+                                          capture_output=True, text=True, env=env)
+                    times.append(time.perf_counter() - start)
+                line = (proc.stderr.strip().splitlines() or [""])[-1][:90]
+                print(f"  {name:<28} {statistics.median(times):6.2f} s  exit {proc.returncode}  {line}")
     return 0
 
 

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from runtime.cpus import passive_openmp_waits
+
+    passive_openmp_waits()  # before torch loads: idle threads sleep instead of spinning on shared cores
     import torch
 
     from runtime.progress import progress_bar

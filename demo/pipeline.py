@@ -20,7 +20,8 @@ import numpy as np
 from runtime.backends.factory import create_backend
 from runtime.bench.stats import StageTimer
 from runtime.config import MAX_SIZE, SessionConfig
-from runtime.export_manifest import ExportManifestError, load_manifest, sha256_file
+from runtime.export_manifest import sha256_file
+from runtime.fast_path import cached_export
 from runtime.io.frames import open_frames
 from runtime.io.mask_io import read_mask, write_mask
 from runtime.io.overlay import OverlayWriter
@@ -105,23 +106,12 @@ def check_demo_folder(out: Path, inputs: dict) -> None:
     write_record(out, TOOL)
 
 
-def cached_export(checkpoint: Path, export_dir: Path, precision: str, log: Callable[[str], None]) -> tuple[bool, float]:
-    """Export unless ``export_dir`` already holds a valid export of this very checkpoint
-    at this precision. Returns (reused, seconds)."""
-    start = time.perf_counter()
-    sha = sha256_file(checkpoint)
-    if (export_dir / "manifest.json").is_file():
-        try:
-            manifest = load_manifest(export_dir)
-            if manifest.source_checkpoint.get("sha256") == sha and manifest.precision == precision:
-                log(f"reusing the {precision} export of {checkpoint.name} in {export_dir} (same checkpoint sha256)")
-                return True, time.perf_counter() - start
-            log("cached export is of another checkpoint or precision: exporting again")
-        except ExportManifestError as exc:
-            log(f"cached export is not usable ({exc}): exporting again")
-    log(f"exporting {checkpoint.name} to ONNX ({precision}) in {export_dir} ...")
-    run_export(ExportConfig(checkpoint=checkpoint, out_dir=export_dir, precision=precision, overwrite=True), log=log)
-    return False, time.perf_counter() - start
+def _exporter(precision: str) -> Callable[[Path, Path, Callable[[str], None]], None]:
+    """The exporter :func:`runtime.fast_path.cached_export` calls for this precision."""
+    def export(checkpoint: Path, out_dir: Path, log: Callable[[str], None]) -> None:
+        run_export(ExportConfig(checkpoint=checkpoint, out_dir=out_dir, precision=precision), log=log)
+
+    return export
 
 
 def _load_clip(config: DemoConfig, size: int) -> tuple[list[np.ndarray], list[np.ndarray] | None, np.ndarray, list[str], float]:
@@ -206,8 +196,9 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
 
     export_seconds, reused = 0.0, None
     if config.backend == "onnxruntime":
-        export_dir = out / f"export_{config.precision}"
-        reused, export_seconds = cached_export(checkpoint, export_dir, config.precision, log)
+        start = time.perf_counter()  # the export cache is the segment command's (runtime.fast_path)
+        export_dir, reused = cached_export(checkpoint, log, _exporter(config.precision), precision=config.precision)
+        export_seconds = time.perf_counter() - start
         backend = create_backend("onnxruntime", export_dir=export_dir, device=config.device)
     else:
         backend = create_backend("torch", checkpoint=checkpoint, device=config.device)

@@ -23,11 +23,18 @@ from .config import (
     DEFAULT_TOP_K,
     SessionConfig,
 )
+from .cpus import passive_openmp_waits
 from .errors import BackendUnavailable, InputError
 from .sizing import AUTO, ResolvedSize, parse_size, resolve_size
 
-# runtime.backends.factory.BACKENDS (that module imports torch).
-BACKENDS = ("torch", "onnxruntime", "tensorrt")
+# runtime.backends.factory.BACKENDS (that module imports torch), and 'auto' (runtime.fast_path).
+BACKENDS = ("auto", "torch", "onnxruntime", "tensorrt")
+BACKEND_ENV = "STMAE_BACKEND"  # the default of --backend, e.g. STMAE_BACKEND=torch
+
+
+def _default_backend() -> str:
+    value = os.environ.get(BACKEND_ENV, "auto").strip() or "auto"
+    return value if value in BACKENDS else "auto"  # a bad value is refused in _require_model
 
 
 def _default_device() -> str:
@@ -37,8 +44,17 @@ def _default_device() -> str:
 
 
 def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", help="STMAE checkpoint (published or toolkit format); needed by --backend torch")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="inference backend (default: torch)")
+    add_model_options(parser)
+    _add_output_options(parser)
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """The model, backend, device, size and memory schedule options (every tool that runs
+    the network, ``stmae-serve`` too)."""
+    parser.add_argument("--checkpoint", help="STMAE checkpoint (published or toolkit format)")
+    parser.add_argument("--backend", choices=BACKENDS, default=_default_backend(),
+                        help="inference backend (default auto, or $STMAE_BACKEND: on a CPU, ONNX Runtime on an fp32 "
+                        "export of --checkpoint made once and cached; on CUDA, torch; with --export-dir, onnxruntime)")
     parser.add_argument("--export-dir", help="stmae-export folder (manifest.json + ONNX/engines) for onnxruntime/tensorrt")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda if available, else cpu)")
     parser.add_argument("--precision", choices=("fp32", "fp16", "bf16"), default="fp32",
@@ -55,6 +71,9 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
                         help=f"memory positions read per query position (default {DEFAULT_TOP_K})")
     parser.add_argument("--max-memory-frames", type=int, default=DEFAULT_MAX_MEMORY_FRAMES,
                         help=f"working memory window in frames, besides annotated frames (default {DEFAULT_MAX_MEMORY_FRAMES})")
+
+
+def _add_output_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace masks already in the output folder")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--png-level", type=int, default=None, metavar="0-9",
@@ -63,7 +82,15 @@ def _add_runtime_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _require_model(args: argparse.Namespace) -> None:
-    """The model file the chosen backend needs: --checkpoint (torch) or --export-dir."""
+    """The model file the chosen backend needs: --checkpoint (torch), --export-dir
+    (onnxruntime, tensorrt), either (auto)."""
+    env = os.environ.get(BACKEND_ENV, "").strip()
+    if env and env not in BACKENDS:
+        raise InputError(f"{BACKEND_ENV}={env!r} is not a backend; use one of {', '.join(BACKENDS)} or unset it")
+    if args.backend == "auto":
+        if not args.checkpoint and not args.export_dir:
+            raise InputError("give --checkpoint (a trained STMAE checkpoint) or --export-dir (made by stmae-export)")
+        return
     if args.backend == "torch" and not args.checkpoint:
         raise InputError("--checkpoint is required with --backend torch")
     if args.backend != "torch" and not args.export_dir:
@@ -74,7 +101,7 @@ def _resolved_size(args: argparse.Namespace) -> ResolvedSize:
     """--size, or for 'auto' what the export folder or checkpoint records (else 480)."""
     if args.size == AUTO:
         _require_model(args)
-    return resolve_size(args.size, checkpoint=args.checkpoint if args.backend == "torch" else None,
+    return resolve_size(args.size, checkpoint=args.checkpoint if args.backend in ("torch", "auto") else None,
                         export_dir=args.export_dir if args.backend != "torch" else None)
 
 
@@ -105,11 +132,31 @@ def _pipeline(args: argparse.Namespace):
     return PipelineOptions(png_level=args.png_level)
 
 
+def _choose_backend(args: argparse.Namespace) -> str:
+    """Resolve ``--backend auto`` once (runtime.fast_path: on a CPU this may export the
+    checkpoint, so it runs after every input and output check); sets args.backend and
+    args.export_dir, and returns the words for the summary line ('backend onnxruntime
+    (cached fp32 export, reused)')."""
+    from .fast_path import choose_backend
+
+    _require_model(args)
+    if getattr(args, "backend_text", None) is None:
+        device = args.device or _default_device()
+        by = "$" + BACKEND_ENV if os.environ.get(BACKEND_ENV, "").strip() == args.backend else "--backend"
+        choice = choose_backend(args.backend, device, args.checkpoint, args.export_dir,
+                                lambda message: print(f"{args.prog}: {message}", file=sys.stderr, flush=True), by)
+        args.backend = choice.name
+        args.export_dir = str(choice.export_dir) if choice.export_dir else args.export_dir
+        args.backend_text = choice.text()
+    return args.backend_text
+
+
 def _backend(args: argparse.Namespace):
     import torch
 
     from .backends.factory import create_backend
 
+    _choose_backend(args)
     device = args.device or _default_device()
     if device == "cpu":
         # Random or poorly scaled weights can produce denormal floats, which make CPU
@@ -130,7 +177,7 @@ def _backend_spec(args: argparse.Namespace):
     """What worker processes / Ray actors need to build the backend themselves."""
     from .corpus.worker_setup import BackendSpec
 
-    _require_model(args)
+    _choose_backend(args)
     return BackendSpec(args.backend, args.checkpoint, args.export_dir, args.device or _default_device(), args.precision,
                        args.allow_tf32)
 
@@ -205,13 +252,15 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
     add_corpus_options(parser)
     add_live_options(parser)
     args = parser.parse_args(argv)
+    args.prog, args.backend_text = parser.prog, None
+    passive_openmp_waits()  # before torch loads (runtime.cpus)
 
     def body() -> int | None:
         args.png_level = _png_level(args)
         if wants_corpus(args):
             if not args.out:
                 raise InputError("--out is required: the folder that gets one subfolder of masks per video")
-            return segment_corpus(args, _backend_spec(args), _session_config(args, _resolved_size(args).size))
+            return segment_corpus(args, lambda: _backend_spec(args), _session_config(args, _resolved_size(args).size))
         if args.streams != 1:
             raise InputError("--streams steps several videos together: give them with --videos DIR")
         if wants_live(args):
@@ -243,7 +292,7 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
                 overlay=args.overlay, on_frame=lambda _: bar.update(1),
                 frames=frames, annotations=annotations, pipeline=_pipeline(args),
             )
-        print(summary.line(size.text()))
+        print(summary.line(f"{args.backend_text}, {size.text()}"))
         if summary.warning():
             print(f"stmae-segment: warning: {summary.warning()}", file=sys.stderr)
             return 1
@@ -273,6 +322,8 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
     _add_runtime_options(parser)
     add_corpus_options(parser, videos=False)
     args = parser.parse_args(argv)
+    args.prog, args.backend_text = parser.prog, None
+    passive_openmp_waits()  # before torch loads (runtime.cpus)
 
     def body() -> int | None:
         from .evaluation import RESULTS_CSV, TOOL, check_eval_output, evaluate_sequences, read_split, written_outputs
@@ -295,7 +346,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         resolution = _resolution(root, args.resolution, size)
         if wants_corpus(args):
             args.resolution = resolution  # the corpus reads JPEGImages/<resolution>, never 'auto'
-            return eval_corpus(args, _backend_spec(args), config, names)
+            return eval_corpus(args, lambda: _backend_spec(args), config, names)
         out = Path(args.out)
         results_csv = out / RESULTS_CSV
         total = 0
@@ -320,7 +371,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         for seq in result.sequences:
             print(f"{seq.name:<24} J {seq.J:.4f}  F {seq.F:.4f}  J&F {seq.JF:.4f}  ({seq.frames} frames)")
         print(f"per-sequence results: {results_csv}")
-        print(f"resolution {resolution}, {size.text()}")
+        print(f"resolution {resolution}, {size.text()}, {args.backend_text}")
         print(result.summary_line())
 
     return _run("stmae-eval", body)

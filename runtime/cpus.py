@@ -81,3 +81,14 @@ def usable_cpus() -> int:
     if quota is not None:
         cpus = min(cpus, max(1, math.ceil(quota)))
     return cpus
+
+
+def passive_openmp_waits() -> None:
+    """Let idle OpenMP threads (PyTorch's CPU kernels, libgomp) sleep at once instead of
+    spinning for a while after each parallel region. On cores shared with other jobs a
+    spinning thread takes the time slice that the thread doing the work needs: the README's
+    segment example with ``--backend torch`` ran at 0.26-0.31 frames/s with libgomp's default
+    and 2.4-3.1 frames/s with ``OMP_WAIT_POLICY=PASSIVE`` on the same busy 2-core machine
+    (``benchmarks/shared_cores.py`` measures it). Call before torch is imported (libgomp reads
+    the variable once, when it loads); a value the user set is kept."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

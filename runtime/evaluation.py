@@ -11,19 +11,19 @@ excluded; dataset means over objects).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from stmae.outputs import written_by
 
-from .backends.base import Backend
 from .config import SessionConfig
 from .errors import InputError, output_refusals_as_input_errors
 from .io.gate import begin_run, check_output
-from .engine.types import EngineOptions
-from .evaluation_streams import evaluate_streams
 from .io.mask_io import existing_masks
-from .io.pipeline import PipelineOptions
 from .sequence_scores import EvalResult, SequenceResult  # noqa: F401 - SequenceResult: public name here
+
+if TYPE_CHECKING:  # the engine imports torch; the checks above answer before it loads
+    from .backends.base import Backend
+    from .io.pipeline import PipelineOptions
 
 
 def read_split(dataset_root: str | Path, split: str, year: str | None = None) -> list[str]:
@@ -95,7 +95,7 @@ def _sequence_paths(root: Path, resolution: str, name: str) -> tuple[Path, Path]
 
 
 def evaluate_sequences(
-    backend: Backend,
+    backend: "Backend",
     dataset_root: str | Path,
     sequences: Sequence[str],
     resolution: str = "480p",
@@ -106,7 +106,7 @@ def evaluate_sequences(
     max_frames: int | None = None,
     on_frame: Callable[[str, int], None] | None = None,
     streams: int = 1,
-    pipeline: PipelineOptions | None = None,
+    pipeline: "PipelineOptions | None" = None,
 ) -> EvalResult:
     """Segment and score DAVIS sequences.
 
@@ -134,6 +134,9 @@ def evaluate_sequences(
     paths = {name: _sequence_paths(root, resolution, name) for name in sequences}
     if out is not None:
         check_eval_output(out, root, sequences, overwrite)
+    from .engine.types import EngineOptions
+    from .evaluation_streams import evaluate_streams
+
     if streams > 1:
         return EvalResult(evaluate_streams(backend, paths, config, out, max_frames, on_frame, streams,
                                            pipeline=pipeline))

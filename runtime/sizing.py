@@ -55,9 +55,13 @@ def check_size(requested: int | str) -> int | str:
 
 def checkpoint_size(checkpoint: str | Path) -> ResolvedSize:
     """The size a checkpoint records, else the published 480."""
-    from stmae.checkpoint import checkpoint_processing_size
+    from stmae.checkpoint_peek import UNKNOWN, peek_processing_size
 
-    size = checkpoint_processing_size(checkpoint)
+    size = peek_processing_size(checkpoint)  # without torch, when the file allows it
+    if size is UNKNOWN:
+        from stmae.checkpoint import checkpoint_processing_size
+
+        size = checkpoint_processing_size(checkpoint)
     if size is not None:
         return ResolvedSize(size, "auto: the checkpoint's own")
     return ResolvedSize(PUBLISHED_SIZE, "auto: the checkpoint records none, published 480p")

@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_write
+from .checkpoint_peek import PROCESSING_SIZE_KEY  # the torch-free peek reads the same key
 from .config import ModelConfig, preset
 from .network import STMAE
 
 FORMAT_NAME = "stmae"
 FORMAT_VERSION = 1
 _WIDEN_KEY = "value_encoder.conv1.weight"
-PROCESSING_SIZE_KEY = "processing_size"
 # The published models were trained and evaluated on 480p frames.
 PUBLISHED_PROCESSING_SIZE = 480
 

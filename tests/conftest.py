@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +16,15 @@ from stmae.checkpoint import save_checkpoint
 from stmae.config import preset
 from stmae.network import STMAE
 from stmae.reference_weights import reference_weights_for
+
+# The command lines' CPU default (--backend auto) exports a checkpoint to ONNX the first time
+# it sees it (runtime.fast_path), about 20-45 s each. Most tests check what is the same for
+# every backend (inputs, outputs, refusals) on checkpoints they make, so the suite runs them
+# with PyTorch; the tests of the default itself (tests/runtime/test_fast_path.py, the README
+# examples) unset STMAE_BACKEND. Exports go to a cache of this test session, never the user's.
+os.environ["STMAE_BACKEND"] = "torch"
+os.environ["STMAE_CACHE_DIR"] = tempfile.mkdtemp(prefix="stmae-test-cache-")
+atexit.register(shutil.rmtree, os.environ["STMAE_CACHE_DIR"], True)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(__file__).resolve().parent / "data"

@@ -8,6 +8,7 @@ shared DAVIS data (``../shared/data/DAVIS2016`` as the README writes it) and ski
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -40,7 +41,11 @@ def readme_commands(program: str) -> list[list[str]]:
 def _run(argv: list[str]) -> subprocess.CompletedProcess:
     module, function = {"stmae-segment": ("runtime.cli", "segment_main"), "stmae-eval": ("runtime.cli", "eval_main")}[argv[0]]
     code = f"import sys; from {module} import {function} as f; sys.exit(f(sys.argv[1:]))"
-    return subprocess.run([sys.executable, "-c", code, *argv[1:]], capture_output=True, text=True, cwd=ROOT, timeout=900)
+    # As a user runs them: the default backend (the suite pins torch elsewhere; see tests/conftest.py),
+    # with the test session's export cache.
+    env = {k: v for k, v in os.environ.items() if k != "STMAE_BACKEND"}
+    return subprocess.run([sys.executable, "-c", code, *argv[1:]], capture_output=True, text=True, cwd=ROOT,
+                          timeout=900, env=env)
 
 
 def _replace(argv: list[str], flag: str, value: str) -> list[str]:
@@ -72,7 +77,8 @@ def test_segment_example_gives_good_masks_at_its_default_size(davis_data, tmp_pa
     done = _run(argv)
     assert done.returncode == 0, done.stderr
     summary = done.stdout.strip().splitlines()[-1]
-    assert re.match(rf"{FRAMES} frames, 1 object, size 240 \(auto: the checkpoint's own\), ", summary), summary
+    assert re.match(rf"{FRAMES} frames, 1 object, backend onnxruntime \(cached fp32 export, (made now|reused)\), "
+                    rf"size 240 \(auto: the checkpoint's own\), ", summary), summary
     truth_dir = ROOT / argv[argv.index("--mask") + 1]
     ious = []
     for path in sorted(cut.iterdir())[1:]:

@@ -93,6 +93,9 @@ def _streams_main(args, argv) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..cpus import passive_openmp_waits
+
+    passive_openmp_waits()  # before torch loads: idle threads sleep instead of spinning on shared cores
     import torch
 
     from ..config import SessionConfig

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
 from ..config import SessionConfig
 from ..errors import BackendUnavailable, InputError
@@ -96,8 +97,10 @@ def _run(args, jobs, setup, roots: dict):
             raise
 
 
-def segment_corpus(args: argparse.Namespace, spec, config: SessionConfig) -> int:
-    """``stmae-segment --videos DIR``: returns the exit status (1 if any video failed)."""
+def segment_corpus(args: argparse.Namespace, make_spec: Callable[[], object], config: SessionConfig) -> int:
+    """``stmae-segment --videos DIR``: returns the exit status (1 if any video failed).
+    make_spec: builds the workers' BackendSpec, after the input and output checks (it may
+    export the checkpoint: runtime.fast_path)."""
     from .jobs import discover_jobs
 
     _check(args)
@@ -108,21 +111,23 @@ def segment_corpus(args: argparse.Namespace, spec, config: SessionConfig) -> int
     roots = {"--videos": args.videos, "--masks-dir": args.masks_dir, **_model_inputs(args)}
     _check_out(args, roots)
     jobs = discover_jobs(args.videos, args.masks_dir, args.resolution)
-    summary = _run(args, jobs, _setup(args, spec, config, Path(args.out)), roots)
-    _print_summary(summary)
+    summary = _run(args, jobs, _setup(args, make_spec(), config, Path(args.out)), roots)
+    _print_summary(summary, args)
     return 0 if summary.ok else 1
 
 
-def _print_summary(summary) -> None:
+def _print_summary(summary, args: argparse.Namespace) -> None:
     for name, error in summary.failed.items():
         print(f"failed: {name}: {error}", file=sys.stderr)
     for name, entry in summary.truncated.items():  # the single-video path's warning, per video
         print(f"warning: {name}: {entry['reason']}", file=sys.stderr)
-    print(summary.line())
+    backend = getattr(args, "backend_text", None)
+    print(f"{summary.line()}{f', {backend}' if backend else ''}")
     print(f"summary: {summary.out / 'run_summary.json'}")
 
 
-def eval_corpus(args: argparse.Namespace, spec, config: SessionConfig, names: list[str]) -> int:
+def eval_corpus(args: argparse.Namespace, make_spec: Callable[[], object], config: SessionConfig,
+                names: list[str]) -> int:
     """``stmae-eval --workers N | --ray ...``: segment the sequences as a corpus (resumable),
     then score the finished ones. Returns the exit status (1 if any sequence failed)."""
     from .jobs import davis_jobs
@@ -135,7 +140,7 @@ def eval_corpus(args: argparse.Namespace, spec, config: SessionConfig, names: li
     roots = {"--dataset": args.dataset, **_model_inputs(args)}
     _check_out(args, roots)
     jobs = davis_jobs(args.dataset, args.resolution, names)
-    summary = _run(args, jobs, _setup(args, spec, config, out), roots)
+    summary = _run(args, jobs, _setup(args, make_spec(), config, out), roots)
     finished = [n for n in names if n not in summary.failed]
     if finished:
         result = score_sequences(args.dataset, args.resolution, finished, out)
@@ -144,5 +149,5 @@ def eval_corpus(args: argparse.Namespace, spec, config: SessionConfig, names: li
             print(f"{seq.name:<24} J {seq.J:.4f}  F {seq.F:.4f}  J&F {seq.JF:.4f}  ({seq.frames} frames)")
         print(f"per-sequence results: {out / 'results.csv'}")
         print(result.summary_line())
-    _print_summary(summary)
+    _print_summary(summary, args)
     return 0 if summary.ok else 1

@@ -88,7 +88,8 @@ def segment_live(args: argparse.Namespace, make_backend: Callable[[], object], c
     if args.out:
         write_json(Path(args.out) / "live_stats.json", summary.as_dict())
         finish_run(args.out, TOOL, [m.name for m in existing_masks(args.out)] + ["live_stats.json"])
-    print(summary.line(), flush=True)
+    backend = getattr(args, "backend_text", None)
+    print(f"{summary.line()}{f', {backend}' if backend else ''}", flush=True)
     if summary.warning():
         print(f"stmae-segment: warning: {summary.warning()}", file=sys.stderr, flush=True)
         return 1

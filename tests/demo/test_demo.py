@@ -5,6 +5,7 @@ prediction, the export cache, and no stale outputs mixed with new ones."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +22,16 @@ REPORT_FIELDS = {
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def _demo(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "demo.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT)
+def _demo(*args: str, cache: Path | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, **({"STMAE_CACHE_DIR": str(cache)} if cache else {})}
+    return subprocess.run([sys.executable, "-m", "demo.cli", *args], capture_output=True, text=True, timeout=600, cwd=ROOT,
+                          env=env)
 
 
 def test_demo_runs_reports_and_reuses_export(seeded_small_checkpoint, tmp_path):
-    out = tmp_path / "demo"
+    out, cache = tmp_path / "demo", tmp_path / "cache"
     args = ("--checkpoint", str(seeded_small_checkpoint), "--out", str(out), "--objects", "2", "--size", "48")
-    first = _demo(*args, "--frames", "8")
+    first = _demo(*args, "--frames", "8", cache=cache)
     assert first.returncode == 0, first.stderr[-2000:]
     lines = first.stdout.strip().splitlines()
     assert lines[0].startswith("masks:") and "contact sheet:" in first.stdout
@@ -53,12 +56,15 @@ def test_demo_runs_reports_and_reuses_export(seeded_small_checkpoint, tmp_path):
     # Second run, shorter clip: the export is reused (and said so only once), the 8 old
     # masks are gone, and a file that is not the demo's is left alone.
     (out / "notes.txt").write_text("mine")
-    manifest_mtime = (out / "export_fp32" / "manifest.json").stat().st_mtime_ns
-    second = _demo(*args, "--frames", "5")
+    # the export lives in the user cache that stmae-segment's CPU default shares, not in --out
+    (cached,) = [p for p in (cache / "exports").iterdir() if p.is_dir()]
+    assert cached.name.endswith("-fp32") and not (out / "export_fp32").exists()
+    manifest_mtime = (cached / "manifest.json").stat().st_mtime_ns
+    second = _demo(*args, "--frames", "5", cache=cache)
     assert second.returncode == 0, second.stderr[-2000:]
     again = json.loads((out / "report.json").read_text())
     assert again["export"]["reused_cache"] is True
-    assert (out / "export_fp32" / "manifest.json").stat().st_mtime_ns == manifest_mtime
+    assert (cached / "manifest.json").stat().st_mtime_ns == manifest_mtime
     assert "export reused from cache" in second.stdout and "exporting" not in second.stderr
     assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{i:05d}.png" for i in range(5)]
     assert probe_video(out / "overlay.webm")["frames"] == 5

@@ -57,7 +57,8 @@ def test_segment_console_script_on_davis(davis, published_checkpoint, tmp_path):
                       "--overlay", tmp_path / "overlay.mp4")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert re.fullmatch(r"6 frames, 1 object, size 64 \(--size\), [\d.]+ s, [\d.]+ FPS -> .*masks", lines[-1]), lines
+    assert re.fullmatch(r"6 frames, 1 object, backend torch \(\$STMAE_BACKEND\), size 64 \(--size\), [\d.]+ s, [\d.]+ FPS -> .*masks",
+                        lines[-1]), lines
     # stderr is not a terminal here: progress comes as plain lines, no carriage returns.
     assert "6/6 frame (" in proc.stderr and "frame/s" in proc.stderr and "\r" not in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == [".stmae-output.json"] + [f"{i:05d}.png" for i in range(6)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from runtime import cpus
 
 
@@ -50,3 +52,14 @@ def test_torch_backend_on_the_cpu_uses_no_more_threads_than_usable(monkeypatch, 
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_passive_openmp_waits_keeps_the_users_choice(monkeypatch):
+    from runtime.cpus import passive_openmp_waits
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    passive_openmp_waits()
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    passive_openmp_waits()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
