@@ -19,6 +19,7 @@ SCRIPTS = {
     "stmae-bench": ("runtime.bench.cli", "main"),
     "stmae-train": ("train.cli", "main"),
     "stmae-demo": ("demo.cli", "main"),
+    "stmae-serve": ("runtime.serve.cli", "main"),
 }
 
 

@@ -20,6 +20,7 @@ PAGES = [ROOT / "README.md", *DOCS]
 from tests.test_cli_help import SCRIPTS  # console script -> (module, function), as pyproject.toml lists them
 HELP_ARGV = {script: [["--help"]] for script in SCRIPTS}
 HELP_ARGV["stmae-train"] += [["export-weights", "--help"], ["average-weights", "--help"]]
+HELP_ARGV["stmae-serve"] += [["client", "--help"]]
 # The tool pages the README and the docs index must link to.
 TOOL_PAGES = ["segment", "eval", "export", "bench", "train", "live", "demo", "corpus",
               "design", "benchmarks", "reliability"]

@@ -107,6 +107,11 @@ def readout(
     return out
 
 
+def _lane(features: KeyFeatures, lane: int) -> KeyFeatures:
+    """One lane's rows of a batch's key features."""
+    return KeyFeatures(features.f16[lane : lane + 1], features.f8[lane : lane + 1], features.f4[lane : lane + 1])
+
+
 def masked_aggregate(logits: torch.Tensor, object_valid: torch.Tensor | None, eps: float = 1e-7) -> torch.Tensor:
     """Soft aggregation (as :func:`stmae.aggregate.aggregate`) over real objects only.
 
@@ -249,6 +254,13 @@ class DeviceStep:
         # see stmae.readout.cpu_bf16_products); every other backend reads in float32.
         self.bf16_products = bool(getattr(backend, "readout_bf16_products", False)) and \
             torch.device(backend.device).type == "cpu"
+        # On the CPU the networks run one lane at a time: a convolution's result depends on
+        # its batch size there (oneDNN and ONNX Runtime pick other blockings), so a batched
+        # call would make a stream's masks depend on which other streams share its step
+        # (pixels where two objects tie flip). Lane by lane, every stream gets exactly the
+        # masks it gets alone, at about the same CPU throughput. On CUDA the batch is the
+        # point: one call for all lanes.
+        self.lane_by_lane = torch.device(getattr(backend, "device", None) or "cpu").type == "cpu"
         self._norm: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def preprocess(self, frames: torch.Tensor) -> torch.Tensor:
@@ -270,7 +282,21 @@ class DeviceStep:
 
     def encode(self, frames: torch.Tensor) -> tuple[torch.Tensor, KeyFeatures]:
         image = self.preprocess(frames)
-        return image, self.backend.encode_key(image)
+        return image, self.encode_key(image)
+
+    def encode_key(self, image: torch.Tensor, active: list[int] | None = None) -> KeyFeatures:
+        """The key encoder on (S, 3, Hp, Wp) -> KeyFeatures with S rows. On the CPU (see
+        ``lane_by_lane``) it runs lane by lane, and only on the ``active`` lanes (None:
+        all); an idle lane's rows are zeros (its results are ignored, its memory write
+        goes to the scratch slot)."""
+        if not self.lane_by_lane or image.shape[0] == 1:
+            return self.backend.encode_key(image)
+        lanes = range(image.shape[0]) if active is None else active
+        parts = {i: self.backend.encode_key(image[i : i + 1]) for i in lanes}
+        first = next(iter(parts.values()))
+        rows = [parts.get(i) for i in range(image.shape[0])]
+        return KeyFeatures(*(torch.cat([getattr(p, name) if p is not None else torch.zeros_like(getattr(first, name))
+                                        for p in rows]) for name in ("f16", "f8", "f4")))
 
     def read(self, state: BucketState, f16: torch.Tensor, used_slots: int | None, all_valid: bool) -> torch.Tensor:
         """Coarse masks (S, N_max, h, w) float32. used_slots: read only slots
@@ -292,11 +318,18 @@ class DeviceStep:
         return coarse.view(s, state.objects, *state.key_size)
 
     def segment(self, state: BucketState, image: torch.Tensor, features: KeyFeatures, coarse: torch.Tensor,
-                objects: list[int] | None) -> torch.Tensor:
+                objects: list[int] | None, active: list[int] | None = None) -> torch.Tensor:
         """The mask autoencoder and aggregation -> (S, N_max+1, Hp, Wp) float32.
-        objects: each lane's real object count (None: all N_max real in every lane)."""
+        objects: each lane's real object count (None: all N_max real in every lane);
+        active: the lanes stepped (None: all); on the CPU the others are not computed."""
         if self.batched_objects:
-            logits = self.backend.segment_logits(image, features, coarse)
+            if self.lane_by_lane and state.lanes > 1:
+                lanes = set(range(state.lanes) if active is None else active)
+                idle = torch.zeros(1, coarse.shape[1], *image.shape[-2:], dtype=torch.float32, device=image.device)
+                logits = torch.cat([self.backend.segment_logits(image[i : i + 1], _lane(features, i), coarse[i : i + 1])
+                                    if i in lanes else idle for i in range(state.lanes)])
+            else:
+                logits = self.backend.segment_logits(image, features, coarse)
             return masked_aggregate(logits, None if objects is None else state.object_valid)
         # Exported graphs aggregate over every object they are given: run each lane on
         # its real objects only (one lane with no padding: the backend's output as is).
@@ -306,10 +339,10 @@ class DeviceStep:
         out[:, 0] = 1.0
         for lane in range(state.lanes):
             n = state.objects if objects is None else objects[lane]
-            if n == 0:
+            if n == 0 or (active is not None and lane not in active):
                 continue
-            one = KeyFeatures(features.f16[lane : lane + 1], features.f8[lane : lane + 1], features.f4[lane : lane + 1])
-            out[lane, : n + 1] = self.backend.segment(image[lane : lane + 1], one, coarse[lane : lane + 1, :n])[0]
+            out[lane, : n + 1] = self.backend.segment(image[lane : lane + 1], _lane(features, lane),
+                                                      coarse[lane : lane + 1, :n])[0]
         return out
 
     def write(self, state: BucketState, f16: torch.Tensor, prob: torch.Tensor, write_slot: torch.Tensor,
@@ -333,7 +366,7 @@ class DeviceStep:
         captures (:mod:`runtime.engine.cuda_graphs`). frames (S, H, W, 3) uint8; write_slot,
         write_frame (S,) int64 -> (probabilities (S, N_max+1, H, W), labels (S, H, W))."""
         image = self.preprocess(frames)
-        features = self.backend.encode_key(image)
+        features = self.encode_key(image)
         coarse = self.read(state, features.f16, None, False)
         prob = self.segment(state, image, features, coarse, list(range(state.lanes)))
         self.write(state, features.f16, prob, write_slot, write_frame)

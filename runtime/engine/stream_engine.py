@@ -250,7 +250,7 @@ class StreamEngine:
             frames = self._frames_batch(bucket, lanes, by_lane)
             image = step.preprocess(frames)
         with timer.stage("key_encoder"):
-            features = self._network.encode_key(image)
+            features = step.encode_key(image, sorted(by_lane))  # lane by lane on the CPU (DeviceStep.lane_by_lane)
         state = self._ensure_state(bucket, features.f16)
         s_lanes, n_max = state.lanes, state.objects
         old = [0] * s_lanes
@@ -267,7 +267,7 @@ class StreamEngine:
             with timer.stage("memory_readout"):
                 coarse = step.read(state, features.f16, width, all_valid)
             with timer.stage("mask_autoencoder"):
-                prob = step.segment(state, image, features, coarse, None if all_real else old)
+                prob = step.segment(state, image, features, coarse, None if all_real else old, sorted(by_lane))
         else:
             prob = torch.zeros(s_lanes, n_max + 1, *image.shape[-2:], dtype=torch.float32, device=self.device)
             prob[:, 0] = 1.0

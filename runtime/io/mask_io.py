@@ -16,6 +16,7 @@ and :mod:`runtime.metrics` leaves void pixels out of the scores.
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -68,11 +69,17 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"mask {path} does not exist")
+    return decode_mask(path, f"mask {path}")
+
+
+def decode_mask(source, what: str) -> tuple[np.ndarray, list[int] | None]:
+    """:func:`read_mask` of an opened source: a path or a binary file object (e.g.
+    ``io.BytesIO`` of an uploaded PNG); ``what`` names it in the messages ("mask x.png")."""
     try:
-        with open_image(path, f"mask {path}") as img:
+        with open_image(source, what) as img:
             if img.format in LOSSY_FORMATS:
                 raise InputError(
-                    f"mask {path} is a {img.format} file: lossy compression changes the label values "
+                    f"{what} is a {img.format} file: lossy compression changes the label values "
                     f"along object edges; save masks as PNG (palette or greyscale, one value per object)"
                 )
             img.load()
@@ -84,16 +91,16 @@ def read_mask(path: str | Path) -> tuple[np.ndarray, list[int] | None]:
                 labels = np.array(img, dtype=np.uint8)
             else:
                 raise InputError(
-                    f"mask {path} is a {mode} image; give a label map (palette 'P' or greyscale "
+                    f"{what} is a {mode} image; give a label map (palette 'P' or greyscale "
                     f"PNG with one value per object, 0 = background)"
                 )
     except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise InputError(f"mask {path} cannot be read as an image ({exc})") from None
+        raise InputError(f"{what} cannot be read as an image ({exc})") from None
     if mode == "L":
         values = np.unique(labels)
         if values.size and set(values.tolist()) <= {0, 255}:
             labels = (labels == 255).astype(np.uint8)
-    refuse_noisy_labels(labels, path)
+    refuse_noisy_labels(labels, what.removeprefix("mask "))
     if palette is not None:
         palette = (palette + [0] * 768)[:768]
     return labels, palette
@@ -143,15 +150,23 @@ def write_mask(path: str | Path, labels: np.ndarray, palette: list[int] | None =
     """Write labels (H, W) uint8 as a palette PNG at ``path``, atomically; ``level``: zlib
     compression 0..9; ``group``: made durable and put in place with the group's next
     flush (:class:`stmae.atomic.GroupCommit`) instead of an fsync of its own."""
+    data = encode_mask(labels, palette, level)
+    with atomic_write(Path(path), "wb", group=group) as fh:
+        fh.write(data)
+
+
+def encode_mask(labels: np.ndarray, palette: list[int] | None = None, level: int = DEFAULT_PNG_LEVEL) -> bytes:
+    """Labels (H, W) uint8 as the bytes of a palette PNG (what :func:`write_mask` writes);
+    ``palette``: 768 ints (None: the DAVIS palette); ``level``: zlib compression 0..9."""
     labels = np.asarray(labels)
     if labels.ndim != 2 or labels.dtype != np.uint8:
         raise ValueError(f"labels must be (H, W) uint8, got {labels.dtype} {labels.shape}")
     level = check_png_level(level)
-    path = Path(path)
     img = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels).tobytes())
     img.putpalette(palette if palette is not None else davis_palette())
-    with atomic_write(path, "wb", group=group) as fh:
-        img.save(fh, format="PNG", compress_level=level)
+    buffer = io.BytesIO()
+    img.save(buffer, format="PNG", compress_level=level)
+    return buffer.getvalue()
 
 
 def existing_masks(folder: str | Path) -> list[Path]:

@@ -28,6 +28,7 @@ from demo.cli import main as demo_main
 from runtime.bench.cli import main as bench_main
 from runtime.cli import eval_main, segment_main
 from runtime.io.mask_io import write_mask
+from runtime.serve.cli import main as serve_main
 from stmae import generate_clip
 from train.cli import main as train_main
 
@@ -109,6 +110,10 @@ ENTRY_POINTS = {
     "segment live": EntryPoint("stmae-segment", segment_main, lambda ws, out: [
         *_seg(ws), "--input", "udp://127.0.0.1:9", "--mask", ws / "m" / "first.png", "--stream-timeout", 0.5,
         "--out", out], {"--mask": "m/first.png", "--checkpoint": "w/small.pth"}),
+    # a client of a server: its output rules are stmae-segment's, checked before any network
+    "serve client": EntryPoint("stmae-serve client", serve_main, lambda ws, out: [
+        "client", "--url", "http://127.0.0.1:9", "--token", "t", "--input", ws / "f" / "frames",
+        "--mask", ws / "m" / "first.png", "--out", out, "--quiet"], {"--input": "f/frames", "--mask": "m/first.png"}),
     "eval": EntryPoint("stmae-eval", eval_main, _eval(), EVAL_INPUTS),
     "eval --streams 2": EntryPoint("stmae-eval", eval_main, _eval("--streams", 2), EVAL_INPUTS),
     "eval --workers 1": EntryPoint("stmae-eval", eval_main, _eval("--workers", 1), EVAL_INPUTS),

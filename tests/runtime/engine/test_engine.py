@@ -52,6 +52,27 @@ def assert_same(got, want, name):
         assert margin[differ].max() < 1e-4, f"{name}: labels differ at {differ.sum()} pixels"
 
 
+def test_on_the_cpu_streams_with_the_same_objects_equal_each_alone_bit_for_bit(small_model):
+    """The networks run lane by lane on the CPU (DeviceStep.lane_by_lane), so a stream's
+    probabilities do not depend on which streams share its step: exactly equal, not just
+    close (a batched convolution's blocking differs from a single frame's on the CPU)."""
+    backend = TorchBackend(small_model)
+    videos = {"a": video(8, 2, seed=3), "b": video(8, 2, seed=4), "c": video(6, 2, seed=5)}
+    want = {name: alone(backend, *v) for name, v in videos.items()}
+    engine = StreamEngine(backend, CONFIG)
+    for name in videos:
+        engine.add_stream(name)
+    got = {name: [] for name in videos}
+    for t in range(8):
+        inputs = {n: check_step_input(engine.schedule(n), f[t], m.get(t)) for n, (f, m) in videos.items() if t < len(f)}
+        for n, result in engine.step(inputs).items():
+            got[n].append(result)
+    for name in videos:
+        for g, w in zip(got[name], want[name]):
+            assert torch.equal(g.prob, w.prob), f"stream {name} frame {g.index}: probabilities differ"
+            assert np.array_equal(g.labels, w.labels)
+
+
 def test_batched_streams_equal_each_video_alone(small_model):
     backend = TorchBackend(small_model)
     videos = {

@@ -1,0 +1,18 @@
+"""``stmae-serve``: video object segmentation as a network service.
+
+- :mod:`.config`: :class:`ServeConfig`, the server's limits and security settings (frozen,
+  validated).
+- :mod:`.hub`: :class:`SessionHub`, the engine owner: sessions, their bounded queues and the
+  scheduler thread that steps the ready frames of many sessions together through one
+  :class:`runtime.engine.stream_engine.StreamEngine` (no ASGI import: a Ray Serve replica
+  can hold one).
+- :mod:`.codec`: uploaded bytes <-> frames and label maps (the toolkit's readers).
+- :mod:`.metrics`: the Prometheus metrics of one server.
+- :mod:`.security`: bearer-token checks and the loopback-only rule.
+- :mod:`.app`: the FastAPI application, a thin layer over the hub.
+- :mod:`.server`: uvicorn, run programmatically (startup line, SIGTERM drain).
+- :mod:`.client`: the Python client (HTTP and WebSocket).
+- :mod:`.remote`: ``stmae-serve client``, a video through a server into a folder of masks.
+- :mod:`.limits`: the request-size cap (413); :mod:`.errors`: the refusals.
+- :mod:`.cli`: the command line.
+"""
