@@ -157,6 +157,9 @@ def main(argv=None) -> int:
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--queue-depth", type=int, default=4)
     args = parser.parse_args(argv)
+    from runtime.cpus import passive_openmp_waits
+
+    passive_openmp_waits()  # as the server (and every command line) does, before torch loads here
     args.clients = [int(c) for c in args.clients.split(",")]
     most = max(args.clients)
     clip_list = clips(Path(args.davis), most, args.frames)
