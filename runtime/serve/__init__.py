@@ -13,6 +13,8 @@
 - :mod:`.server`: uvicorn, run programmatically (startup line, SIGTERM drain).
 - :mod:`.client`: the Python client (HTTP and WebSocket).
 - :mod:`.remote`: ``stmae-serve client``, a video through a server into a folder of masks.
+- :mod:`.sources`: server-side sources (an allowed stream or camera the server reads, feeding
+  one session in real time); :mod:`.routes_sources`: their routes.
 - :mod:`.limits`: the request-size cap (413); :mod:`.errors`: the refusals.
 - :mod:`.cli`: the command line.
 """

@@ -3,6 +3,7 @@
 Routes (docs/serve.md has the reference): ``/healthz``, ``/readyz``, ``/metrics``,
 ``/v1/info``, ``/v1/sessions`` (open), ``/v1/sessions/{sid}/frames`` (push),
 ``/v1/sessions/{sid}/masks/{n}`` (fetch), ``DELETE /v1/sessions/{sid}``, ``/v1/grabcut``,
+``/v1/sources`` (server-side sources: :mod:`runtime.serve.routes_sources`),
 the WebSockets ``/v1/sessions/{sid}/stream`` and ``/v1/sessions/{sid}/subscribe``, the page
 at ``/`` and ``/static``. Decoding, encoding and waiting run in worker threads, the engine
 in the hub's scheduler thread: the event loop only moves bytes.
@@ -27,6 +28,7 @@ from .errors import ServeError, bad_input
 from .hub import SessionEvent, SessionHub
 from .limits import BodyLimit
 from .metrics import ServeMetrics
+from .routes_sources import source_routes
 from .security import check_bearer, token_matches
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -184,6 +186,7 @@ def create_app(hub: SessionHub, metrics: ServeMetrics | None = None) -> FastAPI:
         await _subscribe(websocket, hub, sid)
 
     app.include_router(v1)
+    app.include_router(source_routes(hub), dependencies=[Depends(authorized)])
 
     @app.get("/", include_in_schema=False)
     async def page():
@@ -242,19 +245,21 @@ async def _authorize(websocket: WebSocket, hub: SessionHub) -> bool:
     return False
 
 
-async def _send_error(websocket: WebSocket, exc: ServeError, index: int | None = None) -> None:
+async def _send_error(websocket: WebSocket, exc: ServeError, index: int | None = None, **extra) -> None:
+    """``extra``: more keys of the message (a stream's ``sequence``)."""
     await websocket.send_text(json.dumps({"type": "error", "code": exc.code, "message": exc.message,
-                                          "frame_index": index}))
+                                          "frame_index": index, **extra}))
 
 
-async def _send_result(websocket: WebSocket, hub: SessionHub, sid: str, outcome, fps: float | None) -> None:
+async def _send_result(websocket: WebSocket, hub: SessionHub, sid: str, outcome, fps: float | None,
+                       **extra) -> None:
     if outcome.error is not None:
-        await _send_error(websocket, outcome.error, outcome.index)
+        await _send_error(websocket, outcome.error, outcome.index, **extra)
         return
     png = await run_in_threadpool(hub.result_png, sid, outcome)
     await websocket.send_text(json.dumps({"type": "result", "frame_index": outcome.index,
                                           "latency_ms": round(outcome.latency_ms, 3),
-                                          "objects": list(outcome.objects), "fps": fps}))
+                                          "objects": list(outcome.objects), "fps": fps, **extra}))
     await websocket.send_bytes(png)
 
 
@@ -273,7 +278,9 @@ class _Rate:
 
 
 async def _stream(websocket: WebSocket, hub: SessionHub, sid: str) -> None:
-    """Frames in (binary), results out in frame order; see docs/serve.md."""
+    """Frames in (binary), results out in frame order; see docs/serve.md. ``sequence`` in a
+    result or a refusal: the position of its frame among the binary frames received on this
+    socket (0 first; masks not counted; None for frames sent before the stream opened)."""
     if not await _authorize(websocket, hub):
         return
     loop = asyncio.get_running_loop()
@@ -288,7 +295,8 @@ async def _stream(websocket: WebSocket, hub: SessionHub, sid: str) -> None:
         await _send_error(websocket, exc)
         await websocket.close(code=WS_UNKNOWN)
         return
-    state = {"outstanding": len(pending), "closing": False, "closed": False}
+    state = {"outstanding": len(pending), "closing": False, "closed": False, "frames": 0, "pushing": None}
+    sequences: dict[int, int] = {}  # frame index in the session -> its sequence on this socket
     for outcome in pending:
         events.put_nowait(SessionEvent(sid, outcome))
     depth, limit = hub.config.queue_depth, hub.config.max_request_bytes
@@ -304,7 +312,10 @@ async def _stream(websocket: WebSocket, hub: SessionHub, sid: str) -> None:
                 state["closed"] = True
                 await websocket.close()
                 return
-            await _send_result(websocket, hub, sid, event.outcome, rate.tick())
+            index = event.outcome.index
+            if index not in sequences and state["pushing"] is not None:  # its push has not returned yet
+                await asyncio.shield(state["pushing"])
+            await _send_result(websocket, hub, sid, event.outcome, rate.tick(), sequence=sequences.pop(index, None))
             state["outstanding"] -= 1
             if state["closing"] and state["outstanding"] == 0:
                 await run_in_threadpool(_close_quietly, hub, sid, "closed by the client")
@@ -326,12 +337,19 @@ async def _stream(websocket: WebSocket, hub: SessionHub, sid: str) -> None:
             if message["type"] == "websocket.disconnect":
                 break
             text, data = message.get("text"), message.get("bytes")
+            try:  # any message is activity: an open stream is not idle
+                await run_in_threadpool(hub.touch, sid)
+            except ServeError as exc:
+                await _send_error(websocket, exc)
+                break
             if text is not None:
                 try:
                     kind = json.loads(text).get("type")
                 except (ValueError, AttributeError):
                     kind = None
-                if kind == "mask":
+                if kind == "ping":
+                    await websocket.send_text(json.dumps({"type": "pong"}))
+                elif kind == "mask":
                     mask_next = True
                 elif kind == "close":
                     state["closing"] = True
@@ -342,38 +360,47 @@ async def _stream(websocket: WebSocket, hub: SessionHub, sid: str) -> None:
                         break
                 elif kind != "auth":
                     await _send_error(websocket, bad_input(f"unknown message {text[:80]!r}; send frames as binary "
-                                                           f"messages, or {{\"type\": \"mask\"|\"close\"}}"))
+                                                           f"messages, or {{\"type\": \"mask\"|\"close\"|"
+                                                           f"\"ping\"}}"))
                 continue
             if data is None:
                 continue
-            await run_in_threadpool(hub.touch, sid)
+            is_mask, mask_next = mask_next, False
+            sequence = None if is_mask else state["frames"]
+            state["frames"] += 0 if is_mask else 1
             if len(data) > limit:
-                mask_next, mask_bytes = False, None
+                mask_bytes = None
                 await _send_error(websocket, ServeError(413, "too_large", f"the message is {len(data)} bytes, above "
-                                                        f"this server's limit of {limit} (--max-request-bytes)"))
+                                                        f"this server's limit of {limit} (--max-request-bytes)"),
+                                  sequence=sequence)
                 continue
-            if mask_next:
-                mask_next, mask_bytes = False, data
+            if is_mask:
+                mask_bytes = data
                 continue
             if state["closing"]:
                 await _send_error(websocket, ServeError(409, "closing", "the stream is closing; frames after "
-                                                        "{\"type\":\"close\"} are not taken"))
+                                                        "{\"type\":\"close\"} are not taken"), sequence=sequence)
                 continue
             if state["outstanding"] >= depth:
                 mask_bytes = None
                 hub.observer.dropped(1, "queue_full")
                 await _send_error(websocket, ServeError(429, "queue_full", f"{depth} frames are in flight, the most "
-                                                        f"this session may have (--queue-depth); wait for results"))
+                                                        f"this session may have (--queue-depth); wait for results"),
+                                  sequence=sequence)
                 continue
             given_mask, mask_bytes = mask_bytes, None
             state["outstanding"] += 1
+            state["pushing"] = pushed = loop.create_future()
             try:
-                await run_in_threadpool(hub.push_encoded, sid, data, given_mask)
+                sequences[await run_in_threadpool(hub.push_encoded, sid, data, given_mask)] = sequence
             except ServeError as exc:
                 state["outstanding"] -= 1
-                await _send_error(websocket, exc)
+                await _send_error(websocket, exc, sequence=sequence)
                 if exc.status in (404, 409):
                     break
+            finally:
+                state["pushing"] = None
+                pushed.set_result(None)
     except WebSocketDisconnect:
         pass
     finally:

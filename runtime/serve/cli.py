@@ -30,7 +30,7 @@ PROG = "stmae-serve"
 _FLAGS = {"max_sessions": "--max-sessions", "max_batch": "--max-batch", "max_wait_ms": "--max-wait-ms",
           "queue_depth": "--queue-depth", "max_request_bytes": "--max-request-bytes", "max_pixels": "--max-pixels",
           "idle_timeout_s": "--idle-timeout", "drain_timeout_s": "--drain-timeout", "png_level": "--png-level",
-          "port": "--port", "token": "--token", "host": "--host"}
+          "port": "--port", "token": "--token", "host": "--host", "allowed_sources": "--allow-source"}
 
 
 def _server_parser() -> argparse.ArgumentParser:
@@ -69,6 +69,9 @@ def _server_parser() -> argparse.ArgumentParser:
                         f"{DEFAULT_DRAIN_TIMEOUT_S:g})")
     parser.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                         help="allow browser pages from ORIGIN (repeatable; default: CORS off)")
+    parser.add_argument("--allow-source", action="append", default=[], metavar="PREFIX",
+                        help="let clients open server-side sources (POST /v1/sources) whose URL starts with PREFIX: "
+                        "rtsp://, rtmp://, http(s)://, udp://, tcp:// or /dev/video (repeatable; default: none)")
     parser.add_argument("--png-level", type=int, default=None, metavar="0-9",
                         help="zlib compression of the result PNGs (default 1: fast); every level gives the same labels")
     scale = parser.add_argument_group("scale-out on Ray Serve")
@@ -117,7 +120,7 @@ def _serve_config(args: argparse.Namespace):
             host=args.host, port=args.port, token=token, max_sessions=args.max_sessions, max_batch=args.max_batch,
             max_wait_ms=args.max_wait_ms, queue_depth=args.queue_depth, max_request_bytes=args.max_request_bytes,
             max_pixels=args.max_pixels, idle_timeout_s=args.idle_timeout, drain_timeout_s=args.drain_timeout,
-            cors_origins=tuple(args.cors_origin), png_level=args.png_level)
+            cors_origins=tuple(args.cors_origin), allowed_sources=tuple(args.allow_source), png_level=args.png_level)
     except ValueError as exc:
         text = str(exc)
         for field, flag in _FLAGS.items():
@@ -178,7 +181,7 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
 
 def _ray_hub(args: argparse.Namespace, config, session, model_info: dict):
     """``--ray``: make_hub(metrics) for :func:`runtime.serve.server.serve`, starting the
-    engine replicas (:func:`runtime.serve.ray_replicas.launch`)."""
+    engine replicas (:func:`runtime.serve.ray_launch.launch`)."""
     for flag, value in (("--replicas", args.replicas), ("--cpus-per-replica", args.cpus_per_replica)):
         if value is not None and value < 1:
             raise InputError(f"{flag} must be a positive integer, got {value}")
@@ -198,7 +201,7 @@ def _ray_hub(args: argparse.Namespace, config, session, model_info: dict):
     def make_hub(metrics):
         from ..corpus.dispatch import RunnerError
         from ..errors import BackendUnavailable
-        from .ray_replicas import launch
+        from .ray_launch import launch
 
         try:
             return launch(args.ray, backend_for, session, config, model_info,

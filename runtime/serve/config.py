@@ -15,6 +15,8 @@ DEFAULT_QUEUE_DEPTH = 8
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_IDLE_TIMEOUT_S = 60.0
 DEFAULT_DRAIN_TIMEOUT_S = 30.0
+# what a --allow-source prefix may start with (runtime.live.source opens these)
+SOURCE_PREFIX_STARTS = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "/dev/video")
 
 
 def is_loopback(host: str) -> bool:
@@ -48,8 +50,10 @@ class ServeConfig:
     message; max_pixels: the largest frame (width x height); idle_timeout_s: a session
     without a request for this long is closed and frees its lane; drain_timeout_s: on
     SIGTERM, how long in-flight frames and unfetched results are waited for;
-    cors_origins: origins allowed by CORS (empty: CORS off); allow_sources: URL prefixes
-    a server-side source may open (empty: none); png_level: zlib level of result PNGs.
+    cors_origins: origins allowed by CORS (empty: CORS off); allowed_sources: the prefixes
+    a server-side source's URL must start with (each starts with one of
+    :data:`SOURCE_PREFIX_STARTS`; empty: no source is allowed); png_level: zlib level of
+    result PNGs.
     """
 
     host: str = "127.0.0.1"
@@ -64,7 +68,7 @@ class ServeConfig:
     idle_timeout_s: float = DEFAULT_IDLE_TIMEOUT_S
     drain_timeout_s: float = DEFAULT_DRAIN_TIMEOUT_S
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
-    allow_sources: tuple[str, ...] = field(default_factory=tuple)
+    allowed_sources: tuple[str, ...] = field(default_factory=tuple)
     png_level: int = 1
 
     def __post_init__(self) -> None:
@@ -96,7 +100,12 @@ class ServeConfig:
             raise ValueError(f"max_pixels {self.max_pixels} is above STMAE_MAX_PIXELS ({limit}); raise that too")
         check_png_level(self.png_level)
         object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
-        object.__setattr__(self, "allow_sources", tuple(self.allow_sources))
+        object.__setattr__(self, "allowed_sources", tuple(self.allowed_sources))
+        for prefix in self.allowed_sources:
+            if not isinstance(prefix, str) or not prefix.lower().startswith(SOURCE_PREFIX_STARTS) or \
+                    any(c.isspace() or not c.isprintable() for c in prefix):
+                raise ValueError(f"allowed_sources {prefix!r} is not a source prefix; give one starting with "
+                                 f"{', '.join(SOURCE_PREFIX_STARTS)} (e.g. rtsp://camera1.local/)")
 
     @property
     def url(self) -> str:

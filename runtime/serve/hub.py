@@ -172,6 +172,11 @@ class SessionHub:
         """Serving: the scheduler runs and the server is not draining."""
         return self._thread is not None and self._thread.is_alive() and not self.draining and not self._stopping
 
+    @property
+    def stopped(self) -> bool:
+        """:meth:`stop` was called, or the scheduler failed: no frame will be stepped."""
+        return self._stopping
+
     def begin_drain(self) -> None:
         """Refuse new sessions and frames from now on (503); queued frames still run."""
         with self._cond:

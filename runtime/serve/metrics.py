@@ -7,7 +7,8 @@ the process-global one, so two servers in one process do not mix).
 - ``stmae_serve_queue_depth``: frames queued over all sessions;
 - ``stmae_serve_active_sessions``: sessions open;
 - ``stmae_serve_dropped_frames_total{reason}``: frames refused or dropped (queue_full,
-  bad_input, closed, too_many_sessions, realtime);
+  bad_input, closed, too_many_sessions, subscriber, source: a server-side source's frames
+  the engine had no time for);
 - ``stmae_serve_device_memory_bytes``: CUDA memory allocated on a GPU, else the
   process's resident memory.
 """

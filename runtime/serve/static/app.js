@@ -24,6 +24,9 @@ const state = {
   next: 0, end: 0,      // the next frame to send; frames from `end` on are not sent
   window: 2,            // frames in flight at most
   inFlight: new Map(),  // frame index -> {sent: ms, frame: ImageData}
+  sent: [],             // the frame index of each frame sent on the stream, by its "sequence" there
+  pingMs: 20000,        // while paused, a ping this often keeps the session from the idle timeout
+  pinger: null,
   correction: null,     // {index, png}: a mask sent just before frame `index`
   header: null,         // the JSON of the result whose label map comes next
   display: Promise.resolve(),
@@ -279,6 +282,7 @@ async function run() {
   try {
     const info = await serverInfo();
     state.window = Math.max(1, Math.min(MAX_IN_FLIGHT, info?.limits?.queue_depth || 2));
+    state.pingMs = Math.max(250, 1000 * (info?.limits?.idle_timeout_s || 60) / 3);
     const { width, height } = state.frame;
     const form = new FormData();
     form.append('frame', await encodeFrame(state.frame, $('frame-format').value), 'frame');
@@ -292,7 +296,7 @@ async function run() {
   }
   // the session's frame 0 is the first frame: its result comes first on the stream
   Object.assign(state, { running: true, paused: false, finishing: false, next: 1, end: state.source.count,
-                         inFlight: new Map([[0, { sent: started, frame: state.frame }]]), results: new Map(),
+                         inFlight: new Map([[0, { sent: started, frame: state.frame }]]), results: new Map(), sent: [],
                          correction: null, header: null, arrivals: [], touched: new Set() });
   const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
   const ws = new WebSocket(`${scheme}//${location.host}/v1/sessions/${encodeURIComponent(state.session)}/stream`);
@@ -301,6 +305,10 @@ async function run() {
   ws.onmessage = (event) => receive(event.data);
   ws.onclose = (event) => closed(event);
   state.ws = ws;
+  clearInterval(state.pinger);
+  state.pinger = setInterval(() => {  // paused: nothing else is sent, and an idle session would be closed
+    if (state.paused && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'ping' }));
+  }, state.pingMs);
   setMode('running', 'running');
 }
 
@@ -320,6 +328,7 @@ async function pump() {  // send frames until `window` are in flight, the end, o
         state.correction = null;
       }
       state.inFlight.set(i, { sent: performance.now(), frame });
+      state.sent.push(i);
       state.ws.send(bytes);
     }
     if (state.running && state.next >= state.end && state.inFlight.size === 0) await finish();
@@ -338,8 +347,10 @@ function receive(data) {
     else if (message.type === 'error' && message.frame_index != null) {  // that frame is skipped
       say(`frame ${message.frame_index} refused: ${message.message}`);
       if (state.inFlight.delete(message.frame_index)) state.display = state.display.then(pump);
-    } else if (message.type === 'error' && state.running && !state.finishing) {  // which frame: unknown; stop
-      state.display = state.display.then(() => fail(`the server refused a frame: ${message.message}`));
+    } else if (message.type === 'error' && state.running && !state.finishing) {  // a refused frame: stop
+      const which = message.sequence != null && state.sent[message.sequence] != null
+        ? `frame ${state.sent[message.sequence]}` : 'a frame';
+      state.display = state.display.then(() => fail(`the server refused ${which}: ${message.message}`));
     }
     return;
   }
@@ -405,6 +416,7 @@ function stop() {
 async function finish() {
   if (state.finishing) return;
   state.finishing = true;
+  clearInterval(state.pinger);
   state.ws.send(JSON.stringify({ type: 'close' }));
   state.ws.close(1000);
   const response = await fetch(`/v1/sessions/${encodeURIComponent(state.session)}`, { method: 'DELETE', headers: authHeaders() });
@@ -416,6 +428,7 @@ async function finish() {
 
 function fail(text) {
   state.running = false;
+  clearInterval(state.pinger);
   if (state.ws && state.ws.readyState <= WebSocket.OPEN) state.ws.close(1000);
   say(text);
   setMode('failed', 'stopped: see the message');

@@ -318,5 +318,5 @@ def test_a_refused_frame_stops_the_run_with_the_servers_reason(page_server, brow
     wait_for(browser, lambda: page_state(browser) in ("failed", "done"), "the refusal", 120, refused_if_ready=True)
     assert page_state(browser) == "failed"
     message = browser.find_element("id", "message").text
-    assert "refused" in message and "same size" in message, message
+    assert "refused frame 2:" in message and "same size" in message, message  # which frame: its sequence
     assert browser.find_element("id", "download").is_enabled()
