@@ -4,18 +4,16 @@ Routes (docs/serve.md has the reference): ``/healthz``, ``/readyz``, ``/metrics`
 ``/v1/info``, ``/v1/sessions`` (open), ``/v1/sessions/{sid}/frames`` (push),
 ``/v1/sessions/{sid}/masks/{n}`` (fetch), ``DELETE /v1/sessions/{sid}``, ``/v1/grabcut``,
 ``/v1/sources`` (server-side sources: :mod:`runtime.serve.routes_sources`),
-the WebSockets ``/v1/sessions/{sid}/stream`` and ``/v1/sessions/{sid}/subscribe``, the page
-at ``/`` and ``/static``. Decoding, encoding and waiting run in worker threads, the engine
+the WebSockets ``/v1/sessions/{sid}/stream`` and ``/v1/sessions/{sid}/subscribe``
+(:mod:`runtime.serve.streams`), the page at ``/`` and ``/static``. Decoding, encoding and waiting run in worker threads, the engine
 in the hub's scheduler thread: the event loop only moves bytes.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 from pathlib import Path
 
-from fastapi import APIRouter, Depends, FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -25,15 +23,15 @@ from starlette.staticfiles import StaticFiles
 
 from .codec import decode_frame, decode_label_map
 from .errors import ServeError, bad_input
-from .hub import SessionEvent, SessionHub
+from .hub import SessionHub
 from .limits import BodyLimit
 from .metrics import ServeMetrics
 from .routes_sources import source_routes
-from .security import check_bearer, token_matches
+from .security import check_bearer
+from .streams import stream_routes
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 MAX_WAIT_S = 60.0
-WS_UNAUTHORIZED, WS_UNKNOWN = 4401, 4404
 _IMAGE = {"content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["frame", "mask"],
     "properties": {"frame": {"type": "string", "format": "binary", "description": "JPEG or PNG"},
@@ -177,14 +175,7 @@ def create_app(hub: SessionHub, metrics: ServeMetrics | None = None) -> FastAPI:
         return Response(await run_in_threadpool(_grabcut, frame_bytes, box_text, hint_bytes, config.max_pixels),
                         media_type="image/png")
 
-    @app.websocket("/v1/sessions/{sid}/stream")
-    async def stream(websocket: WebSocket, sid: str) -> None:
-        await _stream(websocket, hub, sid)
-
-    @app.websocket("/v1/sessions/{sid}/subscribe")
-    async def subscribe(websocket: WebSocket, sid: str) -> None:
-        await _subscribe(websocket, hub, sid)
-
+    app.include_router(stream_routes(hub))  # its own token check (the first message may carry it)
     app.include_router(v1)
     app.include_router(source_routes(hub), dependencies=[Depends(authorized)])
 
@@ -218,246 +209,3 @@ def _grabcut(frame_bytes: bytes, box_text: str, hint_bytes: bytes | None, max_pi
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(proposal, dtype=np.uint8), mode="L").save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-# ---- WebSockets ----------------------------------------------------------------------------
-async def _authorize(websocket: WebSocket, hub: SessionHub) -> bool:
-    """Accept the socket; the token from the Authorization header or a first
-    ``{"type": "auth", "token": ...}`` message (browsers cannot set headers); else close 4401."""
-    await websocket.accept()
-    token = hub.config.token
-    if token is None:
-        return True
-    from .security import bearer
-
-    if token_matches(token, bearer(websocket.headers.get("authorization"))):
-        return True
-    try:
-        first = json.loads(await asyncio.wait_for(websocket.receive_text(), timeout=10))
-        given = first.get("token") if isinstance(first, dict) and first.get("type") == "auth" else None
-    except (asyncio.TimeoutError, ValueError, KeyError, TypeError, WebSocketDisconnect, RuntimeError):
-        given = None
-    if isinstance(given, str) and token_matches(token, given):
-        return True
-    await _send_error(websocket, ServeError(401, "unauthorized", "send the server's token in the Authorization "
-                                            "header or as the first message {\"type\":\"auth\",\"token\":...}"))
-    await websocket.close(code=WS_UNAUTHORIZED)
-    return False
-
-
-async def _send_error(websocket: WebSocket, exc: ServeError, index: int | None = None, **extra) -> None:
-    """``extra``: more keys of the message (a stream's ``sequence``)."""
-    await websocket.send_text(json.dumps({"type": "error", "code": exc.code, "message": exc.message,
-                                          "frame_index": index, **extra}))
-
-
-async def _send_result(websocket: WebSocket, hub: SessionHub, sid: str, outcome, fps: float | None,
-                       **extra) -> None:
-    if outcome.error is not None:
-        await _send_error(websocket, outcome.error, outcome.index, **extra)
-        return
-    png = await run_in_threadpool(hub.result_png, sid, outcome)
-    await websocket.send_text(json.dumps({"type": "result", "frame_index": outcome.index,
-                                          "latency_ms": round(outcome.latency_ms, 3),
-                                          "objects": list(outcome.objects), "fps": fps, **extra}))
-    await websocket.send_bytes(png)
-
-
-class _Rate:
-    """Frames/s of the last results sent (a sliding window of 30)."""
-
-    def __init__(self) -> None:
-        self.times: list[float] = []
-
-    def tick(self) -> float | None:
-        import time
-
-        self.times = (self.times + [time.monotonic()])[-30:]
-        span = self.times[-1] - self.times[0]
-        return round((len(self.times) - 1) / span, 2) if span > 0 else None
-
-
-async def _stream(websocket: WebSocket, hub: SessionHub, sid: str) -> None:
-    """Frames in (binary), results out in frame order; see docs/serve.md. ``sequence`` in a
-    result or a refusal: the position of its frame among the binary frames received on this
-    socket (0 first; masks not counted; None for frames sent before the stream opened)."""
-    if not await _authorize(websocket, hub):
-        return
-    loop = asyncio.get_running_loop()
-    events: asyncio.Queue[SessionEvent] = asyncio.Queue()
-
-    def listener(event: SessionEvent) -> None:
-        loop.call_soon_threadsafe(events.put_nowait, event)
-
-    try:
-        pending = hub.add_listener(sid, listener, consume=True)
-    except ServeError as exc:
-        await _send_error(websocket, exc)
-        await websocket.close(code=WS_UNKNOWN)
-        return
-    state = {"outstanding": len(pending), "closing": False, "closed": False, "frames": 0, "pushing": None}
-    sequences: dict[int, int] = {}  # frame index in the session -> its sequence on this socket
-    for outcome in pending:
-        events.put_nowait(SessionEvent(sid, outcome))
-    depth, limit = hub.config.queue_depth, hub.config.max_request_bytes
-    rate = _Rate()
-
-    async def sender() -> None:
-        while True:
-            event = await events.get()
-            if event.closed is not None:
-                if not state["closing"]:
-                    await _send_error(websocket, ServeError(409, "session_closed", f"session {sid} was closed "
-                                                            f"({event.closed})"))
-                state["closed"] = True
-                await websocket.close()
-                return
-            index = event.outcome.index
-            if index not in sequences and state["pushing"] is not None:  # its push has not returned yet
-                await asyncio.shield(state["pushing"])
-            await _send_result(websocket, hub, sid, event.outcome, rate.tick(), sequence=sequences.pop(index, None))
-            state["outstanding"] -= 1
-            if state["closing"] and state["outstanding"] == 0:
-                await run_in_threadpool(_close_quietly, hub, sid, "closed by the client")
-                state["closed"] = True
-                await websocket.close()
-                return
-
-    send_task = asyncio.create_task(sender())
-    mask_next: bool = False
-    mask_bytes: bytes | None = None
-    try:
-        while not send_task.done():
-            receive = asyncio.create_task(websocket.receive())
-            done, _ = await asyncio.wait({receive, send_task}, return_when=asyncio.FIRST_COMPLETED)
-            if receive not in done:
-                receive.cancel()
-                break
-            message = receive.result()
-            if message["type"] == "websocket.disconnect":
-                break
-            text, data = message.get("text"), message.get("bytes")
-            try:  # any message is activity: an open stream is not idle
-                await run_in_threadpool(hub.touch, sid)
-            except ServeError as exc:
-                await _send_error(websocket, exc)
-                break
-            if text is not None:
-                try:
-                    kind = json.loads(text).get("type")
-                except (ValueError, AttributeError):
-                    kind = None
-                if kind == "ping":
-                    await websocket.send_text(json.dumps({"type": "pong"}))
-                elif kind == "mask":
-                    mask_next = True
-                elif kind == "close":
-                    state["closing"] = True
-                    if state["outstanding"] == 0:
-                        await run_in_threadpool(_close_quietly, hub, sid, "closed by the client")
-                        state["closed"] = True
-                        await websocket.close()
-                        break
-                elif kind != "auth":
-                    await _send_error(websocket, bad_input(f"unknown message {text[:80]!r}; send frames as binary "
-                                                           f"messages, or {{\"type\": \"mask\"|\"close\"|"
-                                                           f"\"ping\"}}"))
-                continue
-            if data is None:
-                continue
-            is_mask, mask_next = mask_next, False
-            sequence = None if is_mask else state["frames"]
-            state["frames"] += 0 if is_mask else 1
-            if len(data) > limit:
-                mask_bytes = None
-                await _send_error(websocket, ServeError(413, "too_large", f"the message is {len(data)} bytes, above "
-                                                        f"this server's limit of {limit} (--max-request-bytes)"),
-                                  sequence=sequence)
-                continue
-            if is_mask:
-                mask_bytes = data
-                continue
-            if state["closing"]:
-                await _send_error(websocket, ServeError(409, "closing", "the stream is closing; frames after "
-                                                        "{\"type\":\"close\"} are not taken"), sequence=sequence)
-                continue
-            if state["outstanding"] >= depth:
-                mask_bytes = None
-                hub.observer.dropped(1, "queue_full")
-                await _send_error(websocket, ServeError(429, "queue_full", f"{depth} frames are in flight, the most "
-                                                        f"this session may have (--queue-depth); wait for results"),
-                                  sequence=sequence)
-                continue
-            given_mask, mask_bytes = mask_bytes, None
-            state["outstanding"] += 1
-            state["pushing"] = pushed = loop.create_future()
-            try:
-                sequences[await run_in_threadpool(hub.push_encoded, sid, data, given_mask)] = sequence
-            except ServeError as exc:
-                state["outstanding"] -= 1
-                await _send_error(websocket, exc, sequence=sequence)
-                if exc.status in (404, 409):
-                    break
-            finally:
-                state["pushing"] = None
-                pushed.set_result(None)
-    except WebSocketDisconnect:
-        pass
-    finally:
-        hub.remove_listener(sid, listener)
-        if not send_task.done():
-            send_task.cancel()
-        if not state["closed"]:  # the client went away mid-stream: its lane is freed now
-            await run_in_threadpool(_close_quietly, hub, sid, "the stream's client disconnected")
-
-
-def _close_quietly(hub: SessionHub, sid: str, reason: str) -> None:
-    try:
-        hub.close_session(sid, reason)
-    except ServeError:
-        pass
-
-
-async def _subscribe(websocket: WebSocket, hub: SessionHub, sid: str) -> None:
-    """The session's results as they come, latest only: a slow subscriber skips to the
-    newest result (``dropped`` counts what it missed)."""
-    if not await _authorize(websocket, hub):
-        return
-    loop = asyncio.get_running_loop()
-    latest: dict = {"event": None, "dropped": 0}
-    wake = asyncio.Event()
-
-    def put(event: SessionEvent) -> None:
-        if latest["event"] is not None and latest["event"].outcome is not None and event.outcome is not None:
-            latest["dropped"] += 1
-            hub.observer.dropped(1, "subscriber")
-        latest["event"] = event
-        wake.set()
-
-    def listener(event: SessionEvent) -> None:
-        loop.call_soon_threadsafe(put, event)
-
-    try:
-        hub.add_listener(sid, listener, consume=False)
-    except ServeError as exc:
-        await _send_error(websocket, exc)
-        await websocket.close(code=WS_UNKNOWN)
-        return
-    rate = _Rate()
-    try:
-        while True:
-            await wake.wait()
-            wake.clear()
-            event, latest["event"] = latest["event"], None
-            if event is None:
-                continue
-            if event.closed is not None:
-                await websocket.send_text(json.dumps({"type": "closed", "reason": event.closed,
-                                                      "dropped": latest["dropped"]}))
-                await websocket.close()
-                return
-            await _send_result(websocket, hub, sid, event.outcome, rate.tick())
-    except (WebSocketDisconnect, RuntimeError):
-        pass
-    finally:
-        hub.remove_listener(sid, listener)

@@ -1,6 +1,6 @@
-"""The engine owner of a server: sessions, their bounded queues, and the scheduler thread
-that steps the ready frames of many sessions together through one
-:class:`runtime.engine.stream_engine.StreamEngine`.
+"""The engine owner of a server: sessions and their bounded queues, over one
+:class:`runtime.engine.stream_engine.StreamEngine` stepped by the scheduler thread of
+:mod:`runtime.serve.scheduler` (dynamic batching, idle timeout).
 
 Plain Python (threads, no ASGI): the web layer (:mod:`runtime.serve.app`) or a Ray Serve
 replica calls it from any thread; every engine call (``add_stream``, ``submit``,
@@ -10,28 +10,20 @@ replica calls it from any thread; every engine call (``add_stream``, ``submit``,
   (frame 0); each pushed frame gets the next index. A frame is checked when it is pushed
   (:func:`runtime.engine.session.check_step_input`, the engine's own per-frame checks: size,
   mask, objects), so a refused frame never reaches the engine and the session survives it.
-- **Dynamic batching**: the scheduler waits for a ready frame, then up to ``max_wait_ms``
-  for the other open sessions to have one too (no wait once every open session has one,
-  or ``max_batch`` have), and steps at most ``max_batch`` sessions (the oldest waiting
-  first) in one engine step. A session's frames are stepped in order, one per step, so its
-  masks are those of segmenting it alone (``stmae-segment``).
 - **Backpressure**: a session holds at most ``queue_depth`` frames in flight (queued, or
   results not fetched yet); beyond that a push is refused (429). At most
   ``max_sessions`` sessions are open.
-- **Idle timeout**: a session without a request for ``idle_timeout_s`` (and nothing
-  queued) is closed and its lane freed.
 - **Drain**: :meth:`SessionHub.begin_drain` refuses new sessions and frames (503);
   :meth:`SessionHub.wait_drained` returns once the queued frames are stepped and their
   results fetched (or the timeout passed).
 """
-
 from __future__ import annotations
 
 import secrets
 import threading
 import time
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Callable, Protocol
 
 import numpy as np
@@ -41,6 +33,7 @@ from ..errors import InputError
 from .codec import decode_frame, decode_label_map, encode_labels
 from .config import ServeConfig
 from .errors import ServeError, bad_input
+from .scheduler import BatchScheduler, FrameOutcome, SessionEvent, _Queued
 
 _CLOSED_KEPT = 1024  # closed sessions remembered (409 with the reason instead of 404)
 
@@ -64,36 +57,6 @@ class _Quiet:
 
     def levels(self, sessions: int, queued: int) -> None:
         pass
-
-
-@dataclass
-class FrameOutcome:
-    """One frame's result: index in the session; labels (H, W) uint8 with the session's
-    label values (None if the step failed: ``error`` says why); objects: labels known;
-    latency_ms: from the push to the result."""
-
-    index: int
-    labels: np.ndarray | None
-    objects: tuple[int, ...]
-    latency_ms: float
-    error: ServeError | None = None
-    _png: bytes | None = field(default=None, repr=False)
-
-
-@dataclass(frozen=True)
-class SessionEvent:
-    """What a listener receives: a frame's outcome, or the session's end (``closed``: why)."""
-
-    session_id: str
-    outcome: FrameOutcome | None = None
-    closed: str | None = None
-
-
-@dataclass
-class _Queued:
-    index: int
-    item: object  # runtime.engine.types.StreamInput
-    arrival: float
 
 
 class _FrameCheck:
@@ -130,7 +93,7 @@ class _Session:
                 "mean_latency_ms": round(self.latency_sum / done, 3) if done else None}
 
 
-class SessionHub:
+class SessionHub(BatchScheduler):
     """Sessions over one engine (see the module docstring).
 
     backend: a runtime backend (:func:`runtime.backends.factory.create_backend`);
@@ -414,108 +377,3 @@ class SessionHub:
 
     def _levels(self) -> None:
         self.observer.levels(len(self._sessions), sum(len(s.queue) for s in self._sessions.values()))
-
-    # ---- the scheduler --------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            while True:
-                batch, removals = self._next_batch()
-                for sid in removals:
-                    if sid in self.engine.streams:
-                        self.engine.remove_stream(sid)
-                if batch is None:
-                    return
-                if batch:
-                    self._step(batch)
-        except BaseException as exc:  # the scheduler must not die silently: readyz says so
-            self.failure = exc
-            with self._cond:
-                self._stopping = True
-                for sid in list(self._sessions):
-                    self._close_locked(sid, f"the server failed: {type(exc).__name__}: {exc}")
-            raise
-
-    def _next_batch(self) -> tuple[list | None, list[str]]:
-        """Under the lock: wait for ready frames (see the module docstring) and take a
-        batch [(session, queued)]; None when stopping with nothing queued."""
-        wait_s = self.config.max_wait_ms / 1000.0
-        with self._cond:
-            while True:
-                removals, self._to_remove = self._to_remove, []
-                if removals:
-                    return [], removals
-                self._expire_idle()
-                ready = [s for s in self._sessions.values() if s.queue]
-                if not ready:
-                    if self._stopping:
-                        return None, []
-                    self._cond.wait(min(1.0, self.config.idle_timeout_s / 4))
-                    continue
-                first = min(s.queue[0].arrival for s in ready)
-                enough = min(self.config.max_batch, len(self._sessions))
-                left = first + wait_s - time.monotonic()
-                if len(ready) >= enough or left <= 0 or self._stopping:
-                    ready.sort(key=lambda s: s.queue[0].arrival)
-                    batch = [(s, s.queue.popleft()) for s in ready[: self.config.max_batch]]
-                    for session, _ in batch:
-                        session.stepping += 1
-                    self._levels()
-                    return batch, []
-                self._cond.wait(left)
-
-    def _expire_idle(self) -> None:
-        now = time.monotonic()
-        for sid, session in list(self._sessions.items()):
-            if not session.queue and now - session.last_active > self.config.idle_timeout_s:
-                self._close_locked(sid, f"idle for more than {self.config.idle_timeout_s:g} s")
-
-    def _step(self, batch: list) -> None:
-        import torch
-
-        inputs = {}
-        for session, queued in batch:
-            if session.sid not in self.engine.streams:
-                self.engine.add_stream(session.sid)
-            inputs[session.sid] = queued.item
-        start = time.perf_counter()
-        try:
-            with torch.inference_mode():
-                results = self.engine.submit(inputs).wait()
-            error = None
-        except Exception as exc:  # the step failed: these frames fail, their sessions close
-            results, error = {}, exc
-        seconds = time.perf_counter() - start
-        self.observer.step(len(batch), seconds)
-        done = time.monotonic()
-        events = []
-        with self._cond:
-            self.steps += 1
-            for session, queued in batch:
-                latency = (done - queued.arrival) * 1000.0
-                if error is None:
-                    result = results[session.sid]
-                    outcome = FrameOutcome(queued.index, result.labels, tuple(result.object_labels), latency)
-                    self.frames += 1
-                else:
-                    outcome = FrameOutcome(queued.index, None, tuple(sorted(session.known)), latency, ServeError(
-                        500, "step_failed", f"the engine step failed ({type(error).__name__}: {error}); the "
-                        f"session was closed, open a new one"))
-                session.completed = queued.index + 1
-                session.stepping -= 1
-                session.latency_sum += latency
-                if self._sessions.get(session.sid) is not session:
-                    continue  # closed while its frame ran: nobody waits for it
-                consumed = False
-                for listener, consume in session.listeners:
-                    events.append((listener, SessionEvent(session.sid, outcome)))
-                    consumed = consumed or consume
-                if consumed:
-                    self._keep_fetched(session, outcome)
-                else:
-                    session.results[queued.index] = outcome
-                if error is not None:
-                    self._close_locked(session.sid, "the engine step failed")
-            self._cond.notify_all()
-        for listener, event in events:
-            listener(event)
-

@@ -166,3 +166,72 @@ def test_grabcut_route(serve):
         _error(httpx.post(url, headers=AUTH, files={"frame": ("f.png", png(frame))}, data={"box": "1,2,3"}),
                400, "bad_input")
         _error(httpx.post(url, files={"frame": ("f.png", png(frame))}, data={"box": "14,6,50,42"}), 401, "unauthorized")
+
+
+def test_slow_consumer_is_bounded_and_spares_the_others(serve, clips, tmp_path, small_checkpoint):
+    """A stream client that keeps sending frames and never reads its results: at most
+    queue_depth of its frames are in flight (the rest get queue_full), another session
+    streaming meanwhile gets all its masks equal to stmae-segment's, and the slow session's
+    lane is freed when it disconnects."""
+    import threading
+
+    from websockets.sync.client import connect
+
+    from .conftest import clip_on_disk, offline_masks
+
+    slow_clip, clip = clips
+    frames_dir, mask = clip_on_disk(tmp_path, clip, "other")
+    expected = offline_masks(small_checkpoint, frames_dir, mask, tmp_path / "offline")
+    depth = 2
+    with serve(token=TOKEN, queue_depth=depth) as running, ServeClient(running.url, TOKEN) as client:
+        slow = _open(client, slow_clip)
+        ws = connect(running.url.replace("http", "ws") + f"/v1/sessions/{slow}/stream", additional_headers=AUTH,
+                     max_queue=1).__enter__()
+        frames = [png(f) for f in slow_clip.frames[1:]]
+        stop, sent = threading.Event(), [0]
+
+        def flood() -> None:  # never reads
+            try:
+                while not stop.is_set() and sent[0] < 400:
+                    ws.send(frames[sent[0] % len(frames)])
+                    sent[0] += 1
+            except Exception:  # the socket closed under it
+                pass
+
+        flooder = threading.Thread(target=flood, daemon=True)
+        flooder.start()
+        other = _open(client, clip)
+        with client.stream(other) as stream:
+            got = [stream.receive()]
+            for t in range(1, 6):  # within its own queue depth
+                stream.send(png(clip.frames[t]))
+                got.append(stream.receive())
+            stream.finish()
+        stop.set()
+        flooder.join(timeout=30)
+        assert [r.frame_index for r in got] == list(range(6))
+        for t, result in enumerate(got):
+            assert np.array_equal(result.labels, expected[t]), f"frame {t} of the other session differs from offline"
+        # now read what the slow client was sent: a result for at most queue_depth frames at a
+        # time, queue_full for the frames sent beyond that
+        results, refused = 0, 0
+        while True:
+            try:
+                message = ws.recv(timeout=5)
+            except TimeoutError:
+                break
+            if isinstance(message, bytes):
+                continue
+            meta = json.loads(message)
+            if meta["type"] == "result":
+                results += 1
+            elif meta["code"] == "queue_full":
+                refused += 1
+                assert "--queue-depth" in meta["message"]
+        assert sent[0] >= 20 and refused > 0, (sent[0], results, refused)
+        assert results + refused <= sent[0] + 1  # frame 0 + one answer per frame at most
+        ws.close()
+        deadline = time.monotonic() + 20
+        while slow in running.hub.session_ids() or running.hub.lanes_in_use():
+            assert time.monotonic() < deadline, "the slow consumer's session kept its lane"
+            time.sleep(0.05)

@@ -36,13 +36,13 @@ def test_both_hubs_answer_every_call_the_server_makes():
     import re
     from pathlib import Path
 
-    from runtime.serve import app, server
+    from runtime.serve import app, server, streams
     from runtime.serve.hub import SessionHub
     from runtime.serve.hub_api import ServingHub
     from runtime.serve.ray_router import RayHub
 
     used = set()
-    for module in (app, server):
+    for module in (app, server, streams):
         used |= set(re.findall(r"\bhub\.([a-z_]+)", Path(module.__file__).read_text(encoding="utf-8")))
     assert {"open_encoded", "wait_result", "add_listener", "begin_drain"} <= used
     declared = set(ServingHub.__annotations__) | {n for n in vars(ServingHub) if not n.startswith("_")}
