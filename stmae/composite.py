@@ -23,6 +23,11 @@ import numpy as np
 # A pasted object is kept only if at least this fraction of its pasted area is visible in
 # frame 0 (it must be labelled there for the one-shot rule).
 MIN_VISIBLE_FRACTION = 0.3
+# Upper bounds of PathStrength: a move of a whole shorter side per frame, a x5 height
+# change over a clip, a full turn over a clip.
+MAX_MOTION = 1.0
+MAX_SCALE = 4.0
+MAX_ROTATION = 360.0
 
 
 @dataclass(frozen=True)
@@ -72,24 +77,74 @@ class CompositeClip:
         return int(self.first_labels.max())
 
 
+@dataclass(frozen=True)
+class PathStrength:
+    """How far pasted objects move, grow/shrink and turn; None keeps the original paths.
+
+    motion: each object moves at a constant speed drawn from [motion / 3, motion] of the
+    frame's shorter side per frame (0: it stays put), bouncing off the frame's edges so it
+    stays in view; None: it crosses 0.3-0.9 of the shorter side over the whole clip,
+    whatever the clip's length. scale: its height changes linearly over the clip by a
+    factor drawn log-uniformly from [1 / (1 + scale), 1 + scale]; None: 0.6-1.6. rotation:
+    it turns by up to this many degrees over the clip (either way, from a start angle in
+    -10..10); None: start and end angles both in -10..10."""
+
+    motion: float | None = None
+    scale: float | None = None
+    rotation: float | None = None
+
+    def __post_init__(self) -> None:
+        for name, high, unit in (("motion", MAX_MOTION, "of the frame's shorter side per frame"),
+                                 ("scale", MAX_SCALE, "relative height change over the clip"),
+                                 ("rotation", MAX_ROTATION, "degrees over the clip")):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= high:
+                raise ValueError(f"composite {name} must be a number in [0, {high:g}] ({unit}), or unset for "
+                                 f"the original paths, got {value!r}")
+            object.__setattr__(self, name, float(value))
+
+
+def _bounce(x: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Fold positions ``x`` (any shape, float64) into [low, high] by reflecting at both ends."""
+    span = high - low
+    if span <= 0:
+        return np.full_like(x, low)
+    y = np.mod(x - low, 2 * span)
+    return low + np.where(y > span, 2 * span - y, y)
+
+
 def sample_path(rng: np.random.Generator, num_frames: int, height: int, width: int,
-                aspect_hw: float) -> Path2D:
-    """A straight path across the frame with a linear scale change (x0.6..x1.6 over the
-    clip) and a slow rotation. The object's height starts at 25-55 % of the frame height
-    (and is capped so its width fits in 70 % of the frame)."""
+                aspect_hw: float, strength: PathStrength = PathStrength()) -> Path2D:
+    """A straight path towards the frame's centre region with a linear scale change and a
+    slow rotation (``strength``: how fast, how much; the default is the original x0.6..x1.6
+    scale and 0.3-0.9 of the shorter side of travel over the clip). The object's height
+    starts at 25-55 % of the frame height (and is capped so its width fits in 70 % of the
+    frame). With the default ``strength`` the random draws are the original ones, so clips
+    of a fixed seed are unchanged."""
     h0 = rng.uniform(0.25, 0.55) * height
     h0 = min(h0, 0.7 * width * aspect_hw)
-    h1 = h0 * rng.uniform(0.6, 1.6)
+    if strength.scale is None:
+        h1 = h0 * rng.uniform(0.6, 1.6)
+    else:
+        h1 = h0 * math.exp(rng.uniform(-1.0, 1.0) * math.log1p(strength.scale))
     start = np.array([rng.uniform(0.15, 0.85) * width, rng.uniform(0.25, 0.75) * height])
     # Head through the centre region, so paths cross and objects occlude each other.
     target = np.array([rng.uniform(0.35, 0.65) * width, rng.uniform(0.35, 0.65) * height])
     direction = target - start
     norm = float(np.linalg.norm(direction)) or 1.0
-    travel = rng.uniform(0.3, 0.9) * min(height, width)
-    end = start + direction / norm * travel
     s = np.linspace(0.0, 1.0, num_frames)[:, None]
-    centre = start[None] * (1 - s) + end[None] * s
-    deg0, deg1 = rng.uniform(-10, 10), rng.uniform(-10, 10)
+    if strength.motion is None:
+        travel = rng.uniform(0.3, 0.9) * min(height, width)
+        end = start + direction / norm * travel
+        centre = start[None] * (1 - s) + end[None] * s
+    else:
+        speed = rng.uniform(1 / 3, 1.0) * strength.motion * min(height, width)
+        centre = start[None] + direction[None] / norm * speed * np.arange(num_frames)[:, None]
+        centre = np.stack([_bounce(centre[:, 0], 0.0, width - 1.0), _bounce(centre[:, 1], 0.0, height - 1.0)], 1)
+    deg0 = rng.uniform(-10, 10)
+    deg1 = rng.uniform(-10, 10) if strength.rotation is None else deg0 + rng.uniform(-1, 1) * strength.rotation
     return Path2D(centre, h0 + (h1 - h0) * s[:, 0], deg0 + (deg1 - deg0) * s[:, 0])
 
 
@@ -116,13 +171,16 @@ def composite_clip(
     frames: list[np.ndarray] | np.ndarray,
     base_labels: np.ndarray | None,
     donors: list[Donor],
+    strength: PathStrength = PathStrength(),
 ) -> CompositeClip:
     """Paste ``donors`` into ``frames`` (T x (H, W, 3) uint8) along random crossing paths.
 
     base_labels: (H, W) uint8 frame-0 labels of the base video's objects 1..k (0 and 255
     are not objects), or None to treat the base video as background only (every mask of
-    the result is then exact in every frame). A donor that ends up less than
-    ``MIN_VISIBLE_FRACTION`` visible in frame 0 is dropped (it would be unlabelled)."""
+    the result is then exact in every frame); strength: how far the objects move, scale
+    and turn (:class:`PathStrength`; the default gives the original paths). A donor that
+    ends up less than ``MIN_VISIBLE_FRACTION`` visible in frame 0 is dropped (it would be
+    unlabelled)."""
     frames = np.stack([np.asarray(f) for f in frames])
     t_count, height, width = frames.shape[:3]
     out = frames.copy()
@@ -139,7 +197,7 @@ def composite_clip(
     label = base_objects
     for donor in donors:
         patch, patch_mask = _cut(donor)
-        path = sample_path(rng, t_count, height, width, patch.shape[0] / patch.shape[1])
+        path = sample_path(rng, t_count, height, width, patch.shape[0] / patch.shape[1], strength)
         label += 1
         for t in range(t_count):
             m = _placement(patch.shape[:2], path.centre[t], path.height[t], path.degrees[t])

@@ -44,12 +44,24 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--composite-clips", type=int,
                    help="multi-object clips per epoch, pasting objects cut from other videos' first frames")
     g.add_argument("--composite-objects", type=int, help="most pasted objects per composite clip (default 2)")
+    g.add_argument("--composite-motion", type=float, metavar="F",
+                   help="pasted objects move up to F of the frame's shorter side per frame (0..1; default: "
+                   "0.3-0.9 of it over the whole clip)")
+    g.add_argument("--composite-scale", type=float, metavar="S",
+                   help="pasted objects' height changes by up to x(1+S) or /(1+S) over a clip (0..4; default: "
+                   "x0.6-1.6)")
+    g.add_argument("--composite-rotation", type=float, metavar="DEG",
+                   help="pasted objects turn by up to DEG degrees over a clip (0..360; default: from one "
+                   "angle in -10..10 to another)")
     g.add_argument("--region-clips", type=int,
                    help="clips per epoch starting at any frame, labelled with colour regions of that frame (default 0)")
     g.add_argument("--hue-shift", type=float, help="per-clip hue rotation, fraction of a turn (0..0.5; default 0)")
     g.add_argument("--channel-shuffle", type=float, help="probability of a per-clip RGB permutation (default 0)")
     g.add_argument("--grayscale", type=float, help="probability of a grayscale clip (default 0, plus the recipe's 5%%)")
     g.add_argument("--frames", type=int, help="frames per clip T (default 8)")
+    g.add_argument("--frames-start", type=int, metavar="N",
+                   help="clips grow linearly from N frames at the start to --frames at the end (default 0: "
+                   "--frames throughout)")
     g.add_argument("--max-objects", type=int, help="objects per clip (default 3)")
     g.add_argument("--crop", type=int, nargs=2, metavar=("H", "W"), help="crop size (default 384 384)")
     g.add_argument("--gap-start", type=int, help="largest frame gap at the start (default 5)")
@@ -106,10 +118,13 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         ("youtube_roots", args.youtube), ("sequences", args.sequences),
         ("exclude_sequences", args.exclude), ("repeats", args.repeats),
         ("synthetic_clips", args.synthetic_clips), ("num_frames", args.frames),
+        ("frames_start", args.frames_start),
         ("max_objects", args.max_objects), ("crop_size", args.crop),
         ("gap_start", args.gap_start), ("gap_end", args.gap_end),
         ("num_workers", args.num_workers), ("composite_clips", args.composite_clips),
-        ("composite_objects", args.composite_objects), ("hue_shift", args.hue_shift),
+        ("composite_objects", args.composite_objects), ("composite_motion", args.composite_motion),
+        ("composite_scale", args.composite_scale), ("composite_rotation", args.composite_rotation),
+        ("hue_shift", args.hue_shift),
         ("channel_shuffle", args.channel_shuffle), ("grayscale", args.grayscale),
         ("region_clips", args.region_clips),
     ]:
@@ -258,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stmae-train: error: {exc}", file=sys.stderr)
         return 1
     except (ValueError, FileNotFoundError, json.JSONDecodeError, TypeError) as exc:
-        print(f"stmae-train: error: {str(exc).splitlines()[0] if str(exc) else exc!r}", file=sys.stderr)
+        print(f"stmae-train: error: {str(exc).splitlines()[0] if str(exc) else repr(exc)}", file=sys.stderr)
         return 2
     except OSError as exc:
         print(f"stmae-train: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)

@@ -22,6 +22,7 @@ from .augment import colour_jitter_clip, colour_shortcut_clip, sample_warp, warp
 from stmae.composite import Donor, composite_clip
 from .config import MAX_CLIPS_PER_EPOCH, DataConfig
 from .regions import region_labels
+from .schedule import FrameSchedule
 from .video_folders import VideoEntry, list_videos, read_labels, read_rgb
 
 # An object smaller than this fraction of the crop after augmentation is dropped.
@@ -121,13 +122,17 @@ class OneShotClips(Dataset):
     synthetic clips, then ``composite_clips`` multi-object clips (objects cut from other
     videos' first frames pasted into a real video), then ``region_clips`` clips that start
     at any frame of a real video with self-made colour-region labels (train/regions.py).
-    ``max_gap(epoch)`` gives the gap schedule. Only first-frame annotations are ever
+    ``max_gap(epoch)`` gives the gap schedule, ``num_frames(epoch)`` the clip length
+    (default: ``cfg.num_frames`` throughout). Only first-frame annotations are ever
     opened."""
 
-    def __init__(self, cfg: DataConfig, seed: int, max_gap: Callable[[int], int]) -> None:
+    def __init__(self, cfg: DataConfig, seed: int, max_gap: Callable[[int], int],
+                 num_frames: Callable[[int], int] | None = None) -> None:
         self.cfg = cfg
         self.seed = seed
         self.max_gap = max_gap
+        self.num_frames = num_frames or FrameSchedule(cfg, 1)
+        self.strength = cfg.composite_strength  # how far pasted objects move, scale, turn
         self.videos: list[VideoEntry] = []
         for root in cfg.davis_roots:
             for resolution in cfg.davis_resolution.split(","):
@@ -150,7 +155,7 @@ class OneShotClips(Dataset):
         return self.num_real + self.cfg.synthetic_clips + self.cfg.composite_clips + self.cfg.region_clips
 
     def _real_clip(self, rng: np.random.Generator, video: VideoEntry, epoch: int):
-        picks = frame_indices(rng, len(video.frames), self.cfg.num_frames, self.max_gap(epoch))
+        picks = frame_indices(rng, len(video.frames), self.num_frames(epoch), self.max_gap(epoch))
         frames = [read_rgb(video.frames[i]) for i in picks]
         labels = read_labels(video.first_annotation)  # the only mask ever opened
         if labels.shape != frames[0].shape[:2]:
@@ -179,7 +184,7 @@ class OneShotClips(Dataset):
             donor = self._donor(rng, others[int(i)])
             if donor is not None:
                 donors.append(donor)
-        clip = composite_clip(rng, frames, labels, donors)
+        clip = composite_clip(rng, frames, labels, donors, self.strength)
         return list(clip.frames), clip.first_labels, f"composite-{base.name}+" + "+".join(clip.names)
 
     def _region_clip(self, rng: np.random.Generator, epoch: int):
@@ -188,9 +193,9 @@ class OneShotClips(Dataset):
         video = self.videos[int(rng.integers(len(self.videos)))]
         length = len(video.frames)
         order = list(range(length)) if rng.random() < 0.5 else list(range(length - 1, -1, -1))
-        start = int(rng.integers(0, max(1, length - self.cfg.num_frames + 1)))
+        start = int(rng.integers(0, max(1, length - self.num_frames(epoch) + 1)))
         rest = order[start:]
-        picks = [rest[i] for i in frame_indices(rng, len(rest), self.cfg.num_frames, self.max_gap(epoch))]
+        picks = [rest[i] for i in frame_indices(rng, len(rest), self.num_frames(epoch), self.max_gap(epoch))]
         frames = [read_rgb(video.frames[i]) for i in picks]
         return frames, region_labels(rng, frames[0], self.cfg.max_objects), f"regions-{video.name}-{picks[0]}"
 
@@ -210,7 +215,7 @@ class OneShotClips(Dataset):
         else:
             h, w = self.cfg.crop_size
             spec = ClipSpec(
-                frames=self.cfg.num_frames, height=int(h * 1.25), width=int(w * 1.25),
+                frames=self.num_frames(epoch), height=int(h * 1.25), width=int(w * 1.25),
                 objects=int(rng.integers(1, self.cfg.max_objects + 1)),
                 seed=int(rng.integers(0, 2**31)), occlusion=bool(rng.random() < 0.5),
             )

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.config import MAX_SIZE, SessionConfig
+
+if TYPE_CHECKING:
+    from stmae.composite import PathStrength
 
 # Upper bounds of the count fields, each from what the count allocates. They are checked
 # here, when a config is made, so nothing is allocated for a count that is out of range.
@@ -91,9 +94,15 @@ class DataConfig:
     composite_clips: multi-object clips per epoch, made by pasting objects cut from other
     videos' first frames into a real video (stmae/composite.py; new clips every epoch);
     composite_objects: at most this many pasted objects per composite clip;
+    composite_motion, composite_scale, composite_rotation: how far pasted objects move
+    (largest speed, a fraction of the frame's shorter side per frame), how much their
+    height changes (up to x(1 + scale) or /(1 + scale) over the clip) and how far they turn
+    (degrees over the clip); None: the original paths (stmae.composite.PathStrength);
     region_clips: clips per epoch that start at a random frame of a real video, labelled
     with colour regions found in that frame (train/regions.py; no annotation is read);
     num_frames: T, frames per clip (the first is the annotated frame);
+    frames_start: 0, or clips grow from this many frames at the first epoch to num_frames at
+    the last (linearly, like the frame gaps; train.schedule.FrameSchedule);
     max_objects: at most this many objects of frame 0's mask per clip;
     crop_size: (height, width) of the training crops, multiples of 16;
     crop_scale: area range of the random resized crop;
@@ -117,8 +126,12 @@ class DataConfig:
     synthetic_clips: int = 0
     composite_clips: int = 0
     composite_objects: int = 2
+    composite_motion: float | None = None
+    composite_scale: float | None = None
+    composite_rotation: float | None = None
     region_clips: int = 0
     num_frames: int = 8
+    frames_start: int = 0
     max_objects: int = 3
     crop_size: tuple[int, int] = (384, 384)
     crop_scale: tuple[float, float] = (0.36, 1.0)
@@ -157,6 +170,8 @@ class DataConfig:
             )
         _positive_int("composite_objects (--composite-objects)", self.composite_objects, MAX_OBJECTS,
                       "labels are uint8, 255 is void")
+        if (self.composite_motion, self.composite_scale, self.composite_rotation) != (None, None, None):
+            _ = self.composite_strength  # validates them (imports stmae.composite only when set)
         if self.region_clips and not (self.davis_roots or self.youtube_roots):
             raise ValueError("region_clips need real videos (DAVIS or YouTube-VOS roots) to start from")
         if self.composite_clips and not (self.davis_roots or self.youtube_roots):
@@ -172,6 +187,9 @@ class DataConfig:
                           "each worker is a process with its own copy of the data")
         _int_in("num_frames (--frames)", self.num_frames, 2, MAX_CLIP_FRAMES,
                 "frames of one clip, read at the source resolution")
+        if self.frames_start != 0:
+            _int_in("frames_start (--frames-start)", self.frames_start, 2, self.num_frames,
+                    "clips grow from it to --frames; 0: no growth")
         _positive_int("max_objects (--max-objects)", self.max_objects, MAX_OBJECTS, "labels are uint8, 255 is void")
         if len(self.crop_size) != 2 or any(
             not isinstance(s, int) or s <= 0 or s % 16 or s > MAX_SIZE for s in self.crop_size
@@ -192,6 +210,17 @@ class DataConfig:
         overlap = sorted(set(self.sequences) & set(self.exclude_sequences))
         if overlap:
             raise ValueError(f"sequences {overlap} are both selected and excluded")
+
+    @property
+    def composite_strength(self) -> "PathStrength":
+        """The composite paths' :class:`stmae.composite.PathStrength` (ValueError, naming the
+        flags, if a value is out of its range)."""
+        from stmae.composite import PathStrength  # here: numpy and cv2, not for --help
+
+        try:
+            return PathStrength(self.composite_motion, self.composite_scale, self.composite_rotation)
+        except ValueError as exc:
+            raise ValueError(f"{exc} (--composite-motion, --composite-scale, --composite-rotation)") from None
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ from .logs import RunLog
 from .run_folder import check_resume_matches, check_run_folder
 from .loss import cycle_loss
 from .sampler import ResumableDistributedSampler, batches_per_epoch, epochs_for
-from .schedule import GapSchedule, StepDecay, follow_config_schedule
+from .schedule import FrameSchedule, GapSchedule, StepDecay, follow_config_schedule
 from .state import Progress, capture_rng, load_training_checkpoint, restore_rng, save_training_checkpoint
 
 if TYPE_CHECKING:
@@ -179,6 +179,7 @@ def _train(cfg, info, dataset, resume, stop_after, validate, progress_bar, stop_
         )
     gaps = GapSchedule(cfg.data, epochs_for(cfg.schedule.steps, per_epoch))
     dataset.max_gap = gaps
+    dataset.num_frames = FrameSchedule(cfg.data, epochs_for(cfg.schedule.steps, per_epoch))
 
     log = RunLog(cfg.output_dir) if info.is_main else None
     if info.is_main:

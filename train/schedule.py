@@ -1,4 +1,5 @@
-"""Learning-rate schedule (warm-up, step decay) and the growing frame-gap schedule."""
+"""Learning-rate schedule (warm-up, step decay) and the growing frame-gap and clip-length
+schedules."""
 
 from __future__ import annotations
 
@@ -37,6 +38,17 @@ class GapSchedule:
     def __call__(self, epoch: int) -> int:
         a = min(1.0, epoch / max(1, self.total_epochs - 1))
         return int(round(self.start + (self.end - self.start) * a))
+
+
+class FrameSchedule(GapSchedule):
+    """Frames per clip at an epoch: ``num_frames`` throughout when ``frames_start`` is 0,
+    else growing linearly from ``frames_start`` (epoch 0) to ``num_frames`` (epoch
+    ``total_epochs - 1``), rounded like the gap schedule. Every clip of an epoch has the
+    same length, so a batch (one epoch's clips) stacks."""
+
+    def __init__(self, cfg: DataConfig, total_epochs: int) -> None:
+        super().__init__(cfg, total_epochs)
+        self.start, self.end = cfg.frames_start or cfg.num_frames, cfg.num_frames
 
 
 def follow_config_schedule(scheduler: torch.optim.lr_scheduler.LambdaLR, cfg: ScheduleConfig,

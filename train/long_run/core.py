@@ -85,14 +85,19 @@ def held_out(split_path: str | Path) -> list[str]:
 
 def recipe_argv(opts: LongRunOptions, exclude: list[str]) -> list[str]:
     """stmae-train flags of a new run: stage 4's mixture (region clips, composites,
-    colour-breaking), 5-frame clips with larger gaps (6 -> 20 frames apart), AdamW at 3e-4
+    colour-breaking), 5-frame clips with larger gaps (6 -> 20 frames apart), composite
+    objects that move faster (up to 0.35 of the shorter side per frame, bouncing off the
+    edges), grow or shrink more (up to x2 or /2) and turn up to 30 degrees (against the
+    fast motion v3 fails on; only runs started with this recipe; a resumed run keeps the
+    settings it recorded, so runs started before keep the original paths), AdamW at 3e-4
     per batch of 16 (6e-4 at 32; the CPU's batch 4 gets 7.5e-5) from v3, or stage 1's
     2e-3 at 32 from scratch; the lr falls x0.1 for the last sixth of ``steps``."""
     start = ["--init-checkpoint", V3_WEIGHTS, "--lr", "6e-4"] if opts.start == "v3" else \
         ["--model", "small", "--lr", "2e-3"]
     return [*start, "--base-batch", "32", "--davis", opts.davis, "--davis-resolution", "240p",
             "--exclude", *exclude, "--repeats", "4", "--synthetic-clips", "20", "--composite-clips", "80",
-            "--composite-objects", "2", "--max-objects", "3", "--region-clips", "100", "--hue-shift", "0.5",
+            "--composite-objects", "2", "--composite-motion", "0.35", "--composite-scale", "1.0",
+            "--composite-rotation", "30", "--max-objects", "3", "--region-clips", "100", "--hue-shift", "0.5",
             "--channel-shuffle", "0.3", "--grayscale", "0.1", "--frames", "5", "--crop", "192", "192",
             "--gap-start", "6", "--gap-end", "20", "--batch-size", "4", "--warmup", "50", "--grad-clip", "1.0",
             "--seed", "2612", "--device", opts.device, "--steps", str(opts.steps),
