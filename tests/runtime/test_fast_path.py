@@ -160,7 +160,7 @@ def test_segment_defaults_to_the_cached_onnx_export_on_the_cpu(sized_checkpoint,
     assert min(agree) > 0.99  # fp32 ONNX Runtime against PyTorch: the export's parity, per frame
     # the user's environment can pin the default
     pinned = _segment(tmp_path, tiny_video, "d", *ckpt, env={**env, "STMAE_BACKEND": "torch"})
-    assert pinned.returncode == 0 and "backend torch (--backend)" in pinned.stdout
+    assert pinned.returncode == 0 and "backend torch ($STMAE_BACKEND)" in pinned.stdout
     bogus = _segment(tmp_path, tiny_video, "e", *ckpt, env={**env, "STMAE_BACKEND": "tensorflow"})
     assert bogus.returncode == 2 and bogus.stderr.strip().count("\n") == 0 and "STMAE_BACKEND" in bogus.stderr
     assert not (tmp_path / "e").exists()
