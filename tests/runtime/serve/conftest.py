@@ -49,39 +49,50 @@ def session_config() -> SessionConfig:
     return SessionConfig(size=-1)
 
 
+@contextmanager
+def http_front(hub, metrics=None, **uvicorn_options):
+    """The FastAPI app over ``hub`` (any hub: runtime.serve.hub_api.ServingHub), uvicorn in
+    a thread on a free loopback port; yields (url, server)."""
+    import uvicorn
+
+    from runtime.serve.app import create_app
+    from runtime.serve.server import DrainingServer, bind
+
+    sock = bind("127.0.0.1", 0)
+    app = create_app(hub) if metrics is None else create_app(hub, metrics)
+    server = DrainingServer(uvicorn.Config(app, log_level="warning", lifespan="off", **uvicorn_options), hub)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.started
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
 @pytest.fixture()
 def serve(serve_backend, session_config):
     """serve(**ServeConfig fields) -> a context manager yielding a :class:`Running`."""
 
     @contextmanager
     def start(**fields):
-        import uvicorn
-
-        from runtime.serve.app import create_app
         from runtime.serve.config import ServeConfig
         from runtime.serve.hub import SessionHub
         from runtime.serve.metrics import ServeMetrics
-        from runtime.serve.server import DrainingServer, bind
 
         config = ServeConfig(**{"port": 0, **fields})
         metrics = ServeMetrics("cpu")
         hub = SessionHub(serve_backend, session_config, config, metrics, {"name": "small.pth"}).start()
-        sock = bind("127.0.0.1", 0)
-        server = DrainingServer(uvicorn.Config(create_app(hub, metrics), log_level="warning", lifespan="off",
-                                               ws_max_size=config.max_request_bytes + (1 << 20)), hub)
-        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-        thread.start()
-        deadline = time.monotonic() + 30
-        while not server.started and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert server.started
         try:
-            yield Running(f"http://127.0.0.1:{sock.getsockname()[1]}", hub, metrics, server)
+            with http_front(hub, metrics, ws_max_size=config.max_request_bytes + (1 << 20)) as (url, server):
+                yield Running(url, hub, metrics, server)
         finally:
-            server.should_exit = True
-            thread.join(timeout=30)
             hub.stop()
-            sock.close()
 
     with torch.inference_mode(False):
         yield start

@@ -110,6 +110,9 @@ def wait_for(driver, condition, what: str, timeout: float = 60.0, refused_if_rea
         state, message = driver.execute_script(
             "return [document.body.dataset.state, document.getElementById('message').textContent]")
         if state == "failed" or (refused_if_ready and state == "ready" and message) or time.monotonic() > deadline:
+            value = condition()  # the page may have reached it between the two reads
+            if value:
+                return value
             raise AssertionError(f"gave up waiting for {what} (page state {state!r}, message {message!r})")
         time.sleep(0.05)
 

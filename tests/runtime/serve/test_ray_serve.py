@@ -12,7 +12,6 @@ import logging
 import signal
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 
@@ -23,7 +22,7 @@ import torch
 from runtime.serve.cli import main
 
 from ..conftest import subprocess_env
-from .conftest import clip_on_disk, offline_masks, png
+from .conftest import clip_on_disk, http_front, offline_masks, png
 
 serve_api = pytest.importorskip("ray.serve", reason="the Ray Serve test needs ray[serve] (pip install -e .)")
 
@@ -125,27 +124,10 @@ def local_ray():
 
 
 @contextmanager
-def http_front(hub):
-    """The FastAPI app over ``hub``, uvicorn in a thread on a free loopback port."""
-    import uvicorn
-
-    from runtime.serve.app import create_app
-    from runtime.serve.server import DrainingServer, bind
-
-    sock = bind("127.0.0.1", 0)
-    server = DrainingServer(uvicorn.Config(create_app(hub), log_level="warning", lifespan="off"), hub)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert server.started
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
-        sock.close()
+def ray_front(hub):
+    """The HTTP/WebSocket front over a RayHub (conftest.http_front); yields its URL."""
+    with http_front(hub) as (url, _server):
+        yield url
 
 
 def _kill(ray, hub, replica: int) -> str:
@@ -173,7 +155,7 @@ def test_two_replicas_one_killed(local_ray, tmp_path, small_checkpoint, clips):
     hub = launch("local", backend_for, SessionConfig(size=-1), ServeConfig(port=0, max_wait_ms=0.0),
                  {"name": "small.pth"}, replicas=2, cpus_per_replica=1, device="cpu")
     try:
-        with torch.inference_mode(False), http_front(hub) as url, ServeClient(url, timeout=60) as client:
+        with torch.inference_mode(False), ray_front(hub) as url, ServeClient(url, timeout=60) as client:
             assert client.info()["model"]["replicas"] == 2
             a, b = (client.open_session(png(c.frames[0]), png(c.masks[0]))["session_id"] for c in clips)
             (ra, _), (rb, inc_b) = hub.replica_of(a), hub.replica_of(b)
