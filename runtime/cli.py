@@ -162,7 +162,6 @@ def _backend(args: argparse.Namespace):
         # Random or poorly scaled weights can produce denormal floats, which make CPU
         # convolutions many times slower; flushing them changes results by < 1e-38.
         torch.set_flush_denormal(True)
-    _require_model(args)
     return create_backend(
         args.backend,
         checkpoint=args.checkpoint,
