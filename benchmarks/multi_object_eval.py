@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.backends import create_backend  # noqa: E402
 from runtime.config import SessionConfig  # noqa: E402
+from runtime.mem_interval import parse_mem_every, resolve_mem_every  # noqa: E402
 from runtime.io.frames import FrameFolder  # noqa: E402
 from runtime.io.mask_io import read_mask  # noqa: E402
 from runtime.metrics import evaluate_objects  # noqa: E402
@@ -72,6 +73,8 @@ def main(argv=None) -> int:
     p.add_argument("--donors", type=int, default=2, help="pasted objects per clip")
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--size", type=int, default=-1, help="runtime processing size (-1: as is)")
+    p.add_argument("--mem-every", default="auto",
+                   help="memory interval in frames (default auto: the checkpoint's own, else 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the per-object scores here")
@@ -80,12 +83,13 @@ def main(argv=None) -> int:
         p.error(f"--sequences needs at least {args.donors + 1} names (a base and {args.donors} donors)")
 
     root = Path(args.dataset)
+    every = resolve_mem_every(parse_mem_every(args.mem_every), checkpoint=args.checkpoint).every
     backend = create_backend("torch", checkpoint=args.checkpoint, device=args.device)
     rows = []
     for i, base in enumerate(args.sequences):
         others = args.sequences[i + 1:] + args.sequences[:i]
         frames, truth, names = build_clip(root, args.resolution, base, others[: args.donors], args.frames, args.seed + i)
-        session = VideoSession(backend, SessionConfig(size=args.size))
+        session = VideoSession(backend, SessionConfig(size=args.size, mem_every=every))
         predictions = [session.step(f, truth[0] if t == 0 else None).labels for t, f in enumerate(frames)]
         model = evaluate_objects(predictions, truth)
         copy = evaluate_objects([truth[0]] * len(truth), truth)

@@ -198,9 +198,10 @@ def segment_and_score(backend, root: Path, resolution: str, sequences: list[str]
     return {s.name: _row(s) for s in result.sequences}
 
 
-def multi_object(checkpoint: str, root: Path, resolution: str, sequences: list[str], size: int, device: str) -> dict:
+def multi_object(checkpoint: str, root: Path, resolution: str, sequences: list[str], size: int, device: str,
+                 mem_every: int) -> dict:
     """benchmarks/multi_object_eval.py on these sequences (its default 40 frames, 2 donors,
-    seed 0; its session flags are the defaults, only the size is passed)."""
+    seed 0; the size and memory interval of the run are passed, top-k is its default)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import multi_object_eval
 
@@ -209,6 +210,7 @@ def multi_object(checkpoint: str, root: Path, resolution: str, sequences: list[s
         with contextlib.redirect_stdout(io.StringIO()):
             multi_object_eval.main(["--checkpoint", checkpoint, "--dataset", str(root), "--resolution", resolution,
                                     "--sequences", *sequences, "--size", str(size), "--device", device,
+                                    "--mem-every", str(mem_every),
                                     "--json", str(out)])
         data = json.loads(out.read_text())
     return {"mean_JF": data["mean_JF"], "copy_first_mask_JF": data["copy_first_mask_JF"],
@@ -224,7 +226,7 @@ def score_checkpoint(checkpoint: str, split: dict, root: Path, halves: list[str]
     from runtime.export_manifest import sha256_file
 
     size = _resolved_size(flags, checkpoint)
-    config = _session_config(flags, size.size)
+    config = _session_config(flags, size.size, checkpoint)
     if device == "cpu":
         torch.set_flush_denormal(True)  # as stmae-eval: denormals slow CPU convolutions
     backend = create_backend("torch", checkpoint=checkpoint, device=device)
@@ -252,7 +254,8 @@ def score_checkpoint(checkpoint: str, split: dict, root: Path, halves: list[str]
                                                      for s in strides]))
                     for who in ("model", "copy_first_mask")}
             if with_multi_object:
-                row["multi_object"] = multi_object(checkpoint, root, resolution, names, size.size, device)
+                row["multi_object"] = multi_object(checkpoint, root, resolution, names, size.size, device,
+                                                   config.mem_every)
             report["halves"][half] = row
     report["wall_seconds"] = round(time.monotonic() - started, 1)
     return report
@@ -268,12 +271,15 @@ def _resolved_size(flags: dict, checkpoint: str | None):
         raise InputError(str(exc).replace("--size", "--processing-size", 1)) from None
 
 
-def _session_config(flags: dict, size: int):
-    """The runtime session's config from the test-time flags; InputError names the flag."""
+def _session_config(flags: dict, size: int, checkpoint: str | None = None):
+    """The runtime session's config from the test-time flags (``--mem-every auto``: the
+    checkpoint's own, runtime.mem_interval); InputError names the flag."""
     from runtime.config import SessionConfig
+    from runtime.mem_interval import resolve_mem_every
 
+    every = resolve_mem_every(flags["mem_every"], checkpoint=checkpoint).every
     try:
-        return SessionConfig(mem_every=flags["mem_every"], top_k=flags["top_k"],
+        return SessionConfig(mem_every=every, top_k=flags["top_k"],
                              size=size)
     except ValueError as exc:
         raise InputError(str(exc).replace("mem_every", "--mem-every").replace("top_k", "--top-k")
@@ -387,7 +393,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which held-out half (default selection; confirm once, before shipping)")
     c.add_argument("--fast-motion", default="2,3", help="time strides of the fast-motion slice, or 'none' (default 2,3)")
     c.add_argument("--multi-object", action="store_true", help="also run benchmarks/multi_object_eval.py on the half")
-    c.add_argument("--mem-every", type=int, default=None, help="stmae-eval's --mem-every (default: its default)")
+    c.add_argument("--mem-every", default="auto",
+                   help="stmae-eval's --mem-every (default auto: the checkpoint's own, else 5)")
     c.add_argument("--top-k", type=int, default=None, help="stmae-eval's --top-k (default: its default)")
     c.add_argument("--processing-size", default="auto", help="stmae-eval's --size (default auto: the checkpoint's)")
     c.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
@@ -433,8 +440,9 @@ def run_split(args) -> int:
 
 def run_score(args) -> int:
     from runtime.bench.environment import environment_block
-    from runtime.config import DEFAULT_MEM_EVERY, DEFAULT_TOP_K
+    from runtime.config import DEFAULT_TOP_K
     from runtime.export_manifest import sha256_file
+    from runtime.mem_interval import parse_mem_every
     from runtime.sizing import parse_size
     from stmae.atomic import atomic_write_text
 
@@ -444,7 +452,7 @@ def run_score(args) -> int:
         raise InputError(f"--dataset {root} has no JPEGImages/{split['resolution']} (give --dataset)")
     halves = list(HALVES) if args.half == "both" else [args.half]
     strides = _strides(args.fast_motion)
-    flags = {"mem_every": DEFAULT_MEM_EVERY if args.mem_every is None else args.mem_every,
+    flags = {"mem_every": parse_mem_every(args.mem_every),
              "top_k": DEFAULT_TOP_K if args.top_k is None else args.top_k,
              "processing_size": parse_size(args.processing_size)}
     _session_config(flags, _resolved_size(flags, None).size)  # bad flags: refused before anything is written

@@ -27,6 +27,7 @@ from runtime.io.mask_io import read_mask, write_mask
 from runtime.io.overlay import OverlayWriter
 from runtime.metrics import evaluate_objects
 from runtime.engine.session import VideoSession
+from runtime.mem_interval import resolve_mem_every
 from runtime.sizing import AUTO, resolve_size
 from stmae import generate_clip
 from runtime.io.gate import check_output, folder_entries
@@ -78,7 +79,7 @@ class DemoConfig:
     backend: str = "onnxruntime"
     precision: str = "fp32"
     device: str = "cpu"
-    session: SessionConfig = field(default_factory=SessionConfig)
+    session: SessionConfig | None = None  # None: the checkpoint's recorded memory interval
 
     def __post_init__(self) -> None:
         if (self.input is None) != (self.mask is None):
@@ -207,7 +208,9 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
     masks_dir.mkdir(exist_ok=True)
     written: list[str] = []
     timer = StageTimer(backend.device)
-    session = VideoSession(backend, SessionConfig(**{**asdict(config.session), "size": sized.size}), timer=timer)
+    schedule = asdict(config.session) if config.session is not None else {
+        "mem_every": resolve_mem_every(AUTO, checkpoint=checkpoint).every}
+    session = VideoSession(backend, SessionConfig(**{**schedule, "size": sized.size}), timer=timer)
     predictions, frame_seconds = [], []
     h, w = frames[0].shape[:2]
     overlay_path = out / "overlay.webm"
@@ -255,6 +258,7 @@ def run_demo(config: DemoConfig, log: Callable[[str], None] = print, progress: C
         "frame_size": [h, w],
         "processed_shorter_side": sized.size,
         "processed_size_source": sized.source,
+        "mem_every": session.config.mem_every,
         "objects": len(session.object_labels),
         "export": None if reused is None else {"reused_cache": reused, "seconds": round(export_seconds, 2)},
         "fps_end_to_end": len(measured) / sum(measured),

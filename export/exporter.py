@@ -205,7 +205,7 @@ def run_export(config: ExportConfig, log: Callable[[str], None] = lambda _m: Non
     tmp = make_temp_dir(config.out_dir)
     try:
         manifest = _build(config, model, loaded.config.to_dict(), checkpoint_sha, calib, calib_cfg,
-                          verify_clip, verify_cfg, tmp, seconds, log, processing_size)
+                          verify_clip, verify_cfg, tmp, seconds, log, processing_size, loaded.mem_every)
         _replace_into_place(tmp, config.out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -222,7 +222,7 @@ def _timed(seconds: dict, key: str, fn, *args, **kwargs):
 
 
 def _build(config, model, model_config, checkpoint_sha, calib, calib_cfg, verify_clip, verify_cfg, tmp, seconds, log,
-           processing_size):
+           processing_size, mem_every=None):
     precision = config.precision
     fp32_dir = tmp if precision == "fp32" else tmp / "_fp32"
     fp32_dir.mkdir(exist_ok=True)
@@ -322,6 +322,7 @@ def _build(config, model, model_config, checkpoint_sha, calib, calib_cfg, verify
         target=config.target,
         processing_size=processing_size,
         tf32=False,  # the parity gate's references run IEEE float32 on the CPU
+        mem_every=mem_every,
     )
     _write_manifest(tmp, manifest)
     if fp32_dir != tmp:

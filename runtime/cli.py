@@ -25,6 +25,7 @@ from .config import (
 )
 from .cpus import passive_openmp_waits
 from .errors import BackendUnavailable, InputError
+from .mem_interval import parse_mem_every, resolve_mem_every
 from .sizing import AUTO, ResolvedSize, parse_size, resolve_size
 
 # runtime.backends.factory.BACKENDS (that module imports torch), and 'auto' (runtime.fast_path).
@@ -65,8 +66,9 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=parse_size, default=AUTO,
                         help="resize frames so the shorter side is SIZE pixels (-1: as they are; default auto: "
                         "the resolution the checkpoint or export records, else 480 for published checkpoints)")
-    parser.add_argument("--mem-every", type=int, default=DEFAULT_MEM_EVERY,
-                        help=f"write a frame to memory every N frames (default {DEFAULT_MEM_EVERY})")
+    parser.add_argument("--mem-every", type=parse_mem_every, default=AUTO,
+                        help="write a frame to memory every N frames (default auto: the interval the checkpoint "
+                        f"or export records, else the published {DEFAULT_MEM_EVERY})")
     parser.add_argument("--top-k", type=int, default=DEFAULT_TOP_K,
                         help=f"memory positions read per query position (default {DEFAULT_TOP_K})")
     parser.add_argument("--max-memory-frames", type=int, default=DEFAULT_MAX_MEMORY_FRAMES,
@@ -106,9 +108,16 @@ def _resolved_size(args: argparse.Namespace) -> ResolvedSize:
 
 
 def _session_config(args: argparse.Namespace, size: int) -> SessionConfig:
+    """The session's schedule and size; ``--mem-every auto`` resolved like ``--size auto``
+    (its text, for the summary line, in ``args.mem_every_text``)."""
+    if args.mem_every == AUTO:
+        _require_model(args)
+    every = resolve_mem_every(args.mem_every, checkpoint=args.checkpoint if args.backend in ("torch", "auto") else None,
+                              export_dir=args.export_dir if args.backend != "torch" else None)
+    args.mem_every_text = every.text()
     try:
         return SessionConfig(
-            mem_every=args.mem_every, top_k=args.top_k, max_memory_frames=args.max_memory_frames, size=size
+            mem_every=every.every, top_k=args.top_k, max_memory_frames=args.max_memory_frames, size=size
         )
     except ValueError as exc:
         raise InputError(str(exc).replace("mem_every", "--mem-every").replace("top_k", "--top-k")
@@ -291,7 +300,7 @@ def segment_main(argv: Sequence[str] | None = None) -> int:
                 overlay=args.overlay, on_frame=lambda _: bar.update(1),
                 frames=frames, annotations=annotations, pipeline=_pipeline(args),
             )
-        print(summary.line(f"{args.backend_text}, {size.text()}"))
+        print(summary.line(f"{args.backend_text}, {size.text()}, {args.mem_every_text}"))
         if summary.warning():
             print(f"stmae-segment: warning: {summary.warning()}", file=sys.stderr)
             return 1
@@ -370,7 +379,7 @@ def eval_main(argv: Sequence[str] | None = None) -> int:
         for seq in result.sequences:
             print(f"{seq.name:<24} J {seq.J:.4f}  F {seq.F:.4f}  J&F {seq.JF:.4f}  ({seq.frames} frames)")
         print(f"per-sequence results: {results_csv}")
-        print(f"resolution {resolution}, {size.text()}, {args.backend_text}")
+        print(f"resolution {resolution}, {size.text()}, {args.mem_every_text}, {args.backend_text}")
         print(result.summary_line())
 
     return _run("stmae-eval", body)

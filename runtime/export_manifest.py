@@ -118,6 +118,8 @@ class ExportManifest:
     processing_size: the shorter side (pixels) the source network runs at (its
         checkpoint's ``processing_size``, else 480); ``--size auto`` uses it; None for
         exports written before the field existed.
+    mem_every: the memory interval (frames) the source checkpoint records for running it,
+        or None when it records none (``--mem-every auto`` then uses the published 5).
     tf32: whether the parity numbers in ``verification`` were measured with TF32 allowed
         in float32 products and convolutions (False: IEEE float32 references, as the gate
         runs on the CPU; exports written before the field existed read as False).
@@ -137,6 +139,7 @@ class ExportManifest:
     target: str = ""
     processing_size: int | None = None
     tf32: bool = False
+    mem_every: int | None = None
 
     @property
     def verified(self) -> bool:
@@ -163,6 +166,7 @@ class ExportManifest:
             "target": self.target,
             "processing_size": self.processing_size,
             "tf32": self.tf32,
+            "mem_every": self.mem_every,
         }
 
     def to_json(self) -> str:
@@ -272,6 +276,9 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
     size = data.get("processing_size")
     if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
         raise ExportManifestError(f"{source}: processing_size must be pixels >= 16 or null, got {size!r}")
+    mem_every = data.get("mem_every")
+    if mem_every is not None and (isinstance(mem_every, bool) or not isinstance(mem_every, int) or mem_every < 1):
+        raise ExportManifestError(f"{source}: mem_every must be frames >= 1 or null, got {mem_every!r}")
     tf32 = data.get("tf32", False)
     if not isinstance(tf32, bool):
         raise ExportManifestError(f"{source}: tf32 must be true or false, got {tf32!r}")
@@ -293,6 +300,7 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
             target=target,
             processing_size=size,
             tf32=tf32,
+            mem_every=mem_every,
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportManifestError(f"{source}: missing or malformed field ({exc})") from None

@@ -9,7 +9,10 @@ Files are read with ``torch.load(weights_only=True)`` only.
 Toolkit checkpoints may also record ``processing_size``: the shorter side, in pixels, of
 the frames the network was trained or evaluated at (e.g. 240 for a model trained on DAVIS
 240p). The runtime's ``--size auto`` uses it; published checkpoints (without it) are run
-at :data:`PUBLISHED_PROCESSING_SIZE`.
+at :data:`PUBLISHED_PROCESSING_SIZE`. They may also record ``mem_every``: how often (in
+frames) the runtime writes a frame to memory when running this network, chosen on held-out
+video; the runtime's ``--mem-every auto`` uses it, and the published schedule (every 5th
+frame) otherwise.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_write
-from .checkpoint_peek import PROCESSING_SIZE_KEY  # the torch-free peek reads the same key
+from .checkpoint_peek import MEM_EVERY_KEY, PROCESSING_SIZE_KEY  # the torch-free peek reads the same keys
 from .config import ModelConfig, preset
 from .network import STMAE
 
@@ -49,7 +52,9 @@ class LoadedCheckpoint:
     widened: whether a single-object mask encoder was widened to 5 input channels;
     extra: every other top-level entry of the file (optimizer, step, ...);
     processing_size: the shorter side (pixels) the file says the network was trained or
-    evaluated at, or None when it does not say (published checkpoints)."""
+    evaluated at, or None when it does not say (published checkpoints);
+    mem_every: the memory interval (frames) the file says to run the network with, or None
+    when it does not say."""
 
     model: STMAE
     config: ModelConfig
@@ -57,6 +62,7 @@ class LoadedCheckpoint:
     widened: bool
     extra: dict[str, Any]
     processing_size: int | None = None
+    mem_every: int | None = None
 
     @property
     def recommended_size(self) -> int:
@@ -77,9 +83,27 @@ def processing_size_of(obj: Mapping[str, Any], source: str = "checkpoint") -> in
     return int(value)
 
 
+def mem_every_of(obj: Mapping[str, Any], source: str = "checkpoint") -> int | None:
+    """The ``mem_every`` entry of a checkpoint dict (None if absent); raises
+    CheckpointError if it is not a positive integer."""
+    value = obj.get(MEM_EVERY_KEY)
+    if value is None:
+        return None
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise CheckpointError(f"{source} has an invalid '{MEM_EVERY_KEY}' {value!r} (expected frames >= 1)")
+    return int(value)
+
+
 def checkpoint_processing_size(path: str | Path) -> int | None:
     """Read only what a checkpoint says about its processing size (None: not recorded)."""
     return processing_size_of(read_checkpoint_file(path), source=str(path))
+
+
+def checkpoint_mem_every(path: str | Path) -> int | None:
+    """Read only what a checkpoint says about its memory interval (None: not recorded)."""
+    return mem_every_of(read_checkpoint_file(path), source=str(path))
 
 
 def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -215,8 +239,10 @@ def load_checkpoint(
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
     size = processing_size_of(extra, source=str(path))
+    mem_every = mem_every_of(extra, source=str(path))
     extra.pop(PROCESSING_SIZE_KEY, None)
-    return LoadedCheckpoint(model, config, has_config, widened, extra, size)
+    extra.pop(MEM_EVERY_KEY, None)
+    return LoadedCheckpoint(model, config, has_config, widened, extra, size, mem_every)
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
@@ -257,15 +283,17 @@ def save_checkpoint(
     extra: Mapping[str, Any] | None = None,
     processing_size: int | None = None,
     storage_dtype: torch.dtype | None = None,
+    mem_every: int | None = None,
 ) -> dict[str, float]:
     """Write ``{'network': state_dict, 'config': ..., 'format': 'stmae', ...extra}``
     atomically. The 'network' entry is in the published format. ``processing_size``: the
     shorter side (pixels) of the frames the network was trained/evaluated at, recorded so
-    that ``--size auto`` runs it there. ``storage_dtype`` (e.g. torch.float16; None: the
+    that ``--size auto`` runs it there. ``mem_every``: the memory interval (frames) to run
+    it with, recorded for ``--mem-every auto``. ``storage_dtype`` (e.g. torch.float16; None: the
     model's own): floating tensors are stored in it, except those whose values do not fit
     it (see :func:`storage_state`). Returns {tensor kept in its own dtype: its largest
     absolute value} (empty when every tensor fits)."""
-    reserved = {"network", "config", "format", "format_version", PROCESSING_SIZE_KEY}
+    reserved = {"network", "config", "format", "format_version", PROCESSING_SIZE_KEY, MEM_EVERY_KEY}
     clash = reserved & set(extra or {})
     if clash:
         raise ValueError(f"extra entries may not use the reserved keys {sorted(clash)}")
@@ -280,6 +308,10 @@ def save_checkpoint(
         if isinstance(processing_size, bool) or not isinstance(processing_size, int) or processing_size < 16:
             raise ValueError(f"processing_size must be an integer >= 16 pixels, got {processing_size!r}")
         obj[PROCESSING_SIZE_KEY] = int(processing_size)
+    if mem_every is not None:
+        if isinstance(mem_every, bool) or not isinstance(mem_every, int) or mem_every < 1:
+            raise ValueError(f"mem_every must be an integer >= 1 frames, got {mem_every!r}")
+        obj[MEM_EVERY_KEY] = int(mem_every)
     obj.update(extra or {})
     atomic_torch_save(obj, path)
     return kept

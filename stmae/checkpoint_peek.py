@@ -1,4 +1,5 @@
-"""Read a checkpoint's small metadata (its recorded processing size) without importing torch.
+"""Read a checkpoint's small metadata (its recorded processing size and memory interval)
+without importing torch.
 
 A command line needs the processing size early, to check its paths and outputs before the
 model loads: importing torch alone takes seconds on a busy machine. A checkpoint written by
@@ -7,8 +8,8 @@ persistent references to storages kept elsewhere in the archive. This module unp
 tree with an allow-list narrower than ``torch.load(weights_only=True)``: plain containers and
 numbers, and in place of tensors an inert :class:`TensorRef` (no storage is ever read). Any
 other class, a legacy (non-zip) checkpoint or a damaged file gives :data:`UNKNOWN`, and the
-caller falls back to :func:`stmae.checkpoint.checkpoint_processing_size` (which imports torch
-and reports the problem properly).
+caller falls back to :mod:`stmae.checkpoint` (which imports torch and reports the problem
+properly).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 PROCESSING_SIZE_KEY = "processing_size"  # stmae.checkpoint.PROCESSING_SIZE_KEY
+MEM_EVERY_KEY = "mem_every"  # stmae.checkpoint.MEM_EVERY_KEY
+# The smallest value each recorded entry may take (stmae.checkpoint refuses smaller ones).
+_MINIMUM = {PROCESSING_SIZE_KEY: 16, MEM_EVERY_KEY: 1}
 UNKNOWN = object()  # the peek could not decide: ask stmae.checkpoint
 MAX_PICKLE_BYTES = 64 << 20  # a checkpoint's object tree is a few hundred KB; more is not ours
 
@@ -62,26 +66,44 @@ class _Unpickler(pickle.Unpickler):
         return None  # a storage: never read
 
 
-def peek_processing_size(path: str | Path) -> int | None | object:
-    """The ``processing_size`` a checkpoint records: an int, None when the checkpoint has
-    no such entry, or :data:`UNKNOWN` when this cannot be told without torch (a legacy
-    format, a tensor-valued entry, a value :func:`stmae.checkpoint.processing_size_of`
-    would refuse, an unreadable file)."""
+def _peek_tree(path: str | Path) -> Any:
+    """The checkpoint's object tree with tensors replaced by :class:`TensorRef`, or
+    :data:`UNKNOWN`."""
     try:
         with zipfile.ZipFile(path) as archive:
             pickles = [n for n in archive.namelist() if n.endswith("/data.pkl") or n == "data.pkl"]
             if len(pickles) != 1 or archive.getinfo(pickles[0]).file_size > MAX_PICKLE_BYTES:
                 return UNKNOWN
             with archive.open(pickles[0]) as handle:
-                obj = _Unpickler(handle).load()
+                return _Unpickler(handle).load()
     except Exception:  # anything unusual: the torch path decides and explains
         return UNKNOWN
+
+
+def peek_entry(path: str | Path, key: str) -> int | None | object:
+    """A recorded integer entry of a checkpoint (``processing_size`` or ``mem_every``): the
+    int, None when the checkpoint has no such entry, or :data:`UNKNOWN` when this cannot be
+    told without torch (a legacy format, a tensor-valued entry, a value
+    :mod:`stmae.checkpoint` would refuse, an unreadable file)."""
+    if key not in _MINIMUM:
+        raise KeyError(f"{key!r} is not a recorded checkpoint entry ({sorted(_MINIMUM)})")
+    obj = _peek_tree(path)
     if not isinstance(obj, dict):
         return UNKNOWN
-    value = obj.get(PROCESSING_SIZE_KEY)
+    value = obj.get(key)
     if value is None:
-        # the published format nests nothing else that records a size
-        return None if PROCESSING_SIZE_KEY not in obj else UNKNOWN
-    if isinstance(value, bool) or not isinstance(value, int) or value < 16:
+        # the published format nests nothing else that records these
+        return None if key not in obj else UNKNOWN
+    if isinstance(value, bool) or not isinstance(value, int) or value < _MINIMUM[key]:
         return UNKNOWN
     return int(value)
+
+
+def peek_processing_size(path: str | Path) -> int | None | object:
+    """The ``processing_size`` a checkpoint records (see :func:`peek_entry`)."""
+    return peek_entry(path, PROCESSING_SIZE_KEY)
+
+
+def peek_mem_every(path: str | Path) -> int | None | object:
+    """The ``mem_every`` a checkpoint records (see :func:`peek_entry`)."""
+    return peek_entry(path, MEM_EVERY_KEY)

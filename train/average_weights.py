@@ -72,6 +72,10 @@ def average_weights(sources: list[str | Path], target: str | Path, dtype: str = 
     if len(sizes) > 1:
         raise ValueError(f"the checkpoints record different processing sizes {sorted(map(str, sizes))}; "
                          "average checkpoints trained at one size")
+    intervals = {item.mem_every for item in loaded}
+    if len(intervals) > 1:
+        raise ValueError(f"the checkpoints record different memory intervals {sorted(map(str, intervals))}; "
+                         "average checkpoints that record one (or none)")
     model = loaded[0].model  # load_checkpoint gives float32 networks
     model.load_state_dict(average_states([item.model.state_dict() for item in loaded]))
     record = [{"file": p.name, "sha256": sha256_file(p), "step": item.extra.get("it", item.extra.get("trained_steps"))}
@@ -83,5 +87,7 @@ def average_weights(sources: list[str | Path], target: str | Path, dtype: str = 
     if size is not None:
         check_processing_size(size, "the processing size the checkpoints record",
                               "export them with a valid --processing-size first")
-    kept = save_checkpoint(target, model, extra=extra, processing_size=size, storage_dtype=STORAGE_DTYPES[dtype])
-    return ExportedWeights(target, target.stat().st_size, None, size, dtype, kept)
+    every = intervals.pop()
+    kept = save_checkpoint(target, model, extra=extra, processing_size=size, storage_dtype=STORAGE_DTYPES[dtype],
+                           mem_every=every)
+    return ExportedWeights(target, target.stat().st_size, None, size, dtype, kept, every)

@@ -181,6 +181,9 @@ def build_export_weights_parser() -> argparse.ArgumentParser:
     p.add_argument("--processing-size", type=int,
                    help="shorter side the network should run at, pixels stmae-segment accepts "
                    "(default: the checkpoint's own)")
+    p.add_argument("--mem-every", type=int,
+                   help="memory interval in frames that stmae-segment's --mem-every auto should use "
+                   "(default: the checkpoint's own, else none recorded: the published 5)")
     return p
 
 
@@ -208,13 +211,14 @@ def export_weights_main(argv: list[str]) -> int:
     from .export_weights import export_weights
 
     status, done = _write_weights("stmae-train export-weights", lambda: export_weights(
-        args.checkpoint, args.out, args.dtype, args.processing_size, args.overwrite))
+        args.checkpoint, args.out, args.dtype, args.processing_size, args.overwrite, args.mem_every))
     if status:
         return status
     _warn_kept("stmae-train export-weights", done)
     step = f"step {done.step}, " if done.step is not None else ""
     print(f"stmae-train export-weights: wrote {done.path} ({done.size_bytes / 1e6:.1f} MB, {done.dtype}, "
-          f"{step}processing size {done.processing_size or 'unrecorded'})")
+          f"{step}processing size {done.processing_size or 'unrecorded'}, "
+          f"mem every {done.mem_every or 'unrecorded'})")
     return 0
 
 

@@ -41,6 +41,7 @@ class ExportedWeights:
     processing_size: int | None
     dtype: str
     kept_float32: dict[str, float] = field(default_factory=dict)
+    mem_every: int | None = None
 
     def kept_note(self) -> str | None:
         """One line on the tensors kept in float32, or None when there are none."""
@@ -69,19 +70,24 @@ def check_target(sources: list[Path], target: Path, overwrite: bool) -> None:
 
 
 def export_weights(source: str | Path, target: str | Path, dtype: str = "float16",
-                   processing_size: int | None = None, overwrite: bool = False) -> ExportedWeights:
+                   processing_size: int | None = None, overwrite: bool = False,
+                   mem_every: int | None = None) -> ExportedWeights:
     """Write the network of ``source`` (a training or model-only checkpoint) to ``target``
     in ``dtype`` storage (float32 | float16 | bfloat16), atomically. processing_size: the
-    shorter side the network should run at (default: the one ``source`` records)."""
+    shorter side the network should run at (default: the one ``source`` records);
+    mem_every: the memory interval to record (default: the one ``source`` records, if any)."""
     from .state import export_model_only
 
     if dtype not in STORAGE_DTYPES:
         raise ValueError(f"--dtype {dtype} is not one of {', '.join(STORAGE_DTYPES)}")
     if processing_size is not None:  # an argument: refused before anything is read or probed
         check_processing_size(processing_size, "--processing-size", "give the shorter side in pixels")
+    if mem_every is not None and (isinstance(mem_every, bool) or not isinstance(mem_every, int) or mem_every < 1):
+        raise ValueError(f"--mem-every {mem_every!r}: give the memory interval in frames, 1 or more")
     source, target = Path(source), Path(target)
     check_target([source], target, overwrite)
     written = export_model_only(source, target, storage_dtype=STORAGE_DTYPES[dtype],
-                                processing_size=processing_size)
+                                processing_size=processing_size, mem_every=mem_every)
     return ExportedWeights(target, target.stat().st_size, written.entries.get("trained_steps"),
-                           written.entries.get("processing_size"), dtype, written.kept_float32)
+                           written.entries.get("processing_size"), dtype, written.kept_float32,
+                           written.entries.get("mem_every"))

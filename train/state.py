@@ -138,6 +138,7 @@ def export_model_only(
     extra: dict[str, Any] | None = None,
     storage_dtype: torch.dtype = torch.float32,
     processing_size: int | None = None,
+    mem_every: int | None = None,
 ) -> ModelOnlyFile:
     """Write the network of a training checkpoint as a model-only toolkit checkpoint
     (``network`` + ``config`` + ``extra``), e.g. for ``weights/``. ``storage_dtype``
@@ -146,8 +147,10 @@ def export_model_only(
     values do not fit ``storage_dtype`` (float16 tops out at 65504) is stored in float32
     instead, so the file always loads. processing_size: the shorter side the network runs
     at (default: the source checkpoint's); refused (ValueError) unless the runtime runs at
-    it. The source's step (as ``trained_steps``) and ``train_config`` are kept as
-    provenance, under ``extra``."""
+    it. mem_every: the memory interval (frames) the runtime's ``--mem-every auto`` should
+    use (default: the source checkpoint's, if it records one). The source's step (as
+    ``trained_steps``), ``train_config`` and ``averaged_from`` are kept as provenance,
+    under ``extra``."""
     from stmae.checkpoint import load_checkpoint
 
     from .config import check_processing_size
@@ -156,16 +159,23 @@ def export_model_only(
         raise ValueError(f"storage_dtype must be float32, float16 or bfloat16, got {storage_dtype}")
     if processing_size is not None:
         check_processing_size(processing_size, "--processing-size", "give the shorter side in pixels")
+    if mem_every is not None and (isinstance(mem_every, bool) or not isinstance(mem_every, int) or mem_every < 1):
+        raise ValueError(f"--mem-every {mem_every!r}: give the memory interval in frames, 1 or more")
     loaded = load_checkpoint(source, device="cpu")
     kept: dict[str, Any] = {}
     if isinstance(loaded.extra.get("it"), int):
         kept["trained_steps"] = loaded.extra["it"]
     if isinstance(loaded.extra.get("train_config"), dict):
         kept["train_config"] = loaded.extra["train_config"]
+    if isinstance(loaded.extra.get("averaged_from"), list):  # a mean's provenance (average-weights)
+        kept["averaged_from"] = loaded.extra["averaged_from"]
     kept.update(extra or {})
     size = processing_size if processing_size is not None else loaded.processing_size
     if size is not None:
         check_processing_size(size, f"the processing size that {source} records", "give --processing-size")
+    every = mem_every if mem_every is not None else loaded.mem_every
     as_float32 = save_checkpoint(target, loaded.model, extra=kept, processing_size=size,
-                                 storage_dtype=storage_dtype)
-    return ModelOnlyFile({**kept, "processing_size": size} if size is not None else kept, as_float32)
+                                 storage_dtype=storage_dtype, mem_every=every)
+    recorded = {**kept, **({"processing_size": size} if size is not None else {}),
+                **({"mem_every": every} if every is not None else {})}
+    return ModelOnlyFile(recorded, as_float32)

@@ -167,13 +167,15 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         _model_info(args)  # a missing model file is refused before anything loads
 
         def info() -> dict:  # after the backend is chosen (--backend auto)
-            return {**_model_info(args), "size": size.text(), "device": args.device or "auto"}
+            return {**_model_info(args), "size": size.text(), "mem_every": args.mem_every_text,
+                    "device": args.device or "auto"}
 
         if args.ray is None:
             if args.replicas is not None:
                 raise InputError("--replicas needs --ray (auto, local or a cluster's address)")
             return serve(config, lambda: _backend(args), session, info)
-        make_hub = _ray_hub(args, config, session, {**_model_info(args), "size": size.text()})
+        make_hub = _ray_hub(args, config, session, {**_model_info(args), "size": size.text(),
+                                                    "mem_every": args.mem_every_text})
         return serve(config, None, session, info, make_hub=make_hub)
 
     return _run(PROG, body)

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from runtime.io.mask_io import write_mask
-from stmae import generate_clip
+from stmae import STMAE, generate_clip, preset, save_checkpoint
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "yardstick.py"
 spec = importlib.util.spec_from_file_location("yardstick", SCRIPT)
@@ -237,7 +237,7 @@ def test_state_parts_join_back_bit_for_bit(tmp_path):
 
 def test_multi_object_runs_the_multi_object_benchmark_on_the_half(tmp_path, seeded_small_checkpoint):
     root = tiny_davis(tmp_path / "davis", names=("alpha", "beta", "gamma"))
-    got = yardstick.multi_object(str(seeded_small_checkpoint), root, "240p", ["alpha", "beta", "gamma"], -1, "cpu")
+    got = yardstick.multi_object(str(seeded_small_checkpoint), root, "240p", ["alpha", "beta", "gamma"], -1, "cpu", 2)
     clips = {row["clip"] for row in got["objects"]}
     assert clips == {"alpha", "beta", "gamma"} and len(got["objects"]) >= 3
     assert got["mean_JF"] == pytest.approx(np.mean([row["J&F"] for row in got["objects"]]))
@@ -262,3 +262,20 @@ def test_long_run_scores_its_snapshots_on_the_selection_half_into_the_log(tmp_pa
     assert list(report["halves"]["selection"]["model"]["per_sequence"]) == ["beta"]
     assert float(rows[0]["selection_JF"]) == pytest.approx(report["halves"]["selection"]["model"]["JF"], abs=1e-4)
     assert rows[0]["fast_motion_JF"]
+
+
+def test_score_runs_a_checkpoint_at_its_recorded_memory_interval(tmp_path):
+    """--mem-every auto (the default) is the checkpoint's own, as stmae-eval's; a flag wins."""
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "every2.pth"
+    save_checkpoint(checkpoint, STMAE(preset("small")), mem_every=2)
+    root = tiny_davis(tmp_path / "davis", names=("alpha",))
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"selection": ["alpha"], "confirmation": ["alpha"], "resolution": "240p",
+                                 "dataset": str(root)}))
+    common = ["score", "--checkpoint", str(checkpoint), "--split", str(split), "--device", "cpu",
+              "--processing-size", "-1", "--fast-motion", "none"]
+    for extra, expected in (([], 2), (["--mem-every", "4"], 4)):
+        out = tmp_path / f"r{expected}.json"
+        assert yardstick.main([*common, *extra, "--json", str(out)]) == 0
+        assert json.loads(out.read_text())["flags"]["mem_every"] == expected

@@ -16,7 +16,7 @@ from runtime.io.overlay import probe_video
 
 REPORT_FIELDS = {
     "kind", "checkpoint", "checkpoint_sha256", "backend", "precision", "device", "input", "ground_truth", "frames",
-    "frame_size", "processed_shorter_side", "processed_size_source", "objects", "export", "fps_end_to_end",
+    "frame_size", "processed_shorter_side", "processed_size_source", "mem_every", "objects", "export", "fps_end_to_end",
     "stages_ms", "stage_fps", "scores", "contact_sheet_frames", "files", "written", "wall_seconds",
 }
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,6 +42,7 @@ def test_demo_runs_reports_and_reuses_export(seeded_small_checkpoint, tmp_path):
     assert REPORT_FIELDS <= set(report), REPORT_FIELDS - set(report)
     assert report["backend"] == "onnxruntime" and report["export"]["reused_cache"] is False
     assert report["frames"] == 8 and report["objects"] == 2
+    assert report["mem_every"] == 5  # the checkpoint records none: the published schedule
     assert 0.0 <= report["scores"]["J&F"] <= 1.0 and report["ground_truth"] == "the synthetic clip's exact masks"
     assert {"key_encoder", "memory_readout", "mask_autoencoder"} <= set(report["stages_ms"])
     assert sorted(p.name for p in (out / "masks").iterdir()) == [f"{i:05d}.png" for i in range(8)]

@@ -57,7 +57,8 @@ def test_segment_console_script_on_davis(davis, published_checkpoint, tmp_path):
                       "--overlay", tmp_path / "overlay.mp4")
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.strip().splitlines()
-    assert re.fullmatch(r"6 frames, 1 object, backend torch \(\$STMAE_BACKEND\), size 64 \(--size\), [\d.]+ s, [\d.]+ FPS -> .*masks",
+    assert re.fullmatch(r"6 frames, 1 object, backend torch \(\$STMAE_BACKEND\), size 64 \(--size\), "
+                        r"mem every 5 \(auto: the checkpoint records none, published 5\), [\d.]+ s, [\d.]+ FPS -> .*masks",
                         lines[-1]), lines
     # stderr is not a terminal here: progress comes as plain lines, no carriage returns.
     assert "6/6 frame (" in proc.stderr and "frame/s" in proc.stderr and "\r" not in proc.stderr
@@ -166,7 +167,7 @@ def test_segment_bad_inputs(tmp_path, tiny_video, small_checkpoint, capsys):
     code, err = seg("--input", frames_dir, "--mask", mask, "--out", tmp_path / "o9", "--backend", "onnxruntime")
     assert code == 2 and "--export-dir is required" in err
     code, err = seg("--input", frames_dir, "--mask", mask, "--out", tmp_path / "o9", "--mem-every", 0)
-    assert code == 2 and "--mem-every must be a positive integer" in err
+    assert code == 2 and "--mem-every 0: expected 'auto' or a whole number of frames >= 1" in err
     code, err = run_main(segment_main, capsys, "--checkpoint", tmp_path / "none.pth", "--input", frames_dir,
                          "--mask", mask, "--out", tmp_path / "o9", "--device", "cpu")
     assert code == 2 and "none.pth does not exist" in err

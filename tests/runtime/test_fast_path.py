@@ -29,11 +29,12 @@ SEGMENT = "import sys; from runtime.cli import segment_main; sys.exit(segment_ma
 
 @pytest.fixture(scope="module")
 def sized_checkpoint(tmp_path_factory) -> Path:
-    """A small-preset checkpoint that records processing size 48: its export verifies on
-    48-pixel clips (seconds, not the minute a 480p verification takes on 2 cores)."""
+    """A small-preset checkpoint that records processing size 48 (its export verifies on
+    48-pixel clips: seconds, not the minute a 480p verification takes on 2 cores) and
+    memory interval 2."""
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("fast_path") / "sized.pth"
-    save_checkpoint(path, STMAE(preset("small")), processing_size=48)
+    save_checkpoint(path, STMAE(preset("small")), processing_size=48, mem_every=2)
     return path
 
 
@@ -61,6 +62,17 @@ def test_the_exporter_is_found_through_the_entry_point_not_an_import():
     assert exporter is not None and exporter.__module__ == "export.cached"
     source = (ROOT / "runtime" / "fast_path.py").read_text()
     assert "import export" not in source and "from export" not in source
+
+
+def test_the_export_carries_the_checkpoints_recorded_defaults(real_export):
+    from runtime.export_manifest import load_manifest
+    from runtime.mem_interval import resolve_mem_every
+    from runtime.sizing import resolve_size
+
+    manifest = load_manifest(real_export)
+    assert (manifest.processing_size, manifest.mem_every) == (48, 2)
+    assert resolve_mem_every("auto", export_dir=real_export).text() == "mem every 2 (auto: the export's manifest)"
+    assert resolve_size("auto", export_dir=real_export).size == 48
 
 
 def test_export_is_made_once_then_reused(sized_checkpoint, real_export, tmp_path):

@@ -75,3 +75,24 @@ def test_export_weights_refuses_aliasing_and_foreign_files(run_checkpoint, tmp_p
     assert not (tmp_path / "x.pth").exists()
     assert main(["export-weights", str(run_checkpoint), "--out", str(tmp_path / "no" / "x.pth")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_export_weights_records_the_memory_interval(run_checkpoint, tmp_path, capsys):
+    """--mem-every is recorded for the runtime's --mem-every auto and kept by a re-export;
+    the weights themselves do not change (float16 to float16 is exact)."""
+    first, again = tmp_path / "every3.pth", tmp_path / "again.pth"
+    assert main(["export-weights", str(run_checkpoint), "--out", str(first), "--mem-every", "3"]) == 0
+    assert "mem every 3" in capsys.readouterr().out
+    assert load_checkpoint(first).mem_every == 3 and load_checkpoint(run_checkpoint).mem_every is None
+    assert main(["export-weights", str(first), "--out", str(again)]) == 0
+    assert "mem every 3" in capsys.readouterr().out
+    a, b = torch.load(first, weights_only=True), torch.load(again, weights_only=True)
+    assert b["mem_every"] == 3 and all(torch.equal(a["network"][k], b["network"][k]) for k in a["network"])
+    assert main(["export-weights", str(run_checkpoint), "--out", str(tmp_path / "x.pth"), "--mem-every", "0"]) == 2
+    assert "--mem-every 0" in capsys.readouterr().err and not (tmp_path / "x.pth").exists()
+    # Averaging keeps a common interval and refuses a mix.
+    assert main(["average-weights", str(first), str(again), "--out", str(tmp_path / "mean.pth")]) == 0
+    assert load_checkpoint(tmp_path / "mean.pth").mem_every == 3
+    capsys.readouterr()
+    assert main(["average-weights", str(first), str(run_checkpoint), "--out", str(tmp_path / "mix.pth")]) == 2
+    assert "different memory intervals" in capsys.readouterr().err and not (tmp_path / "mix.pth").exists()

@@ -40,6 +40,9 @@ def test_trained_small_checkpoint_matches_its_card():
     assert sorted(card["held_out_scores"]["per_sequence"]) == sorted(held_out)
     # Trained on 240p frames and scored at 240p: --size auto runs it there.
     assert loaded.processing_size == 240 == card["processing_size"]
+    # Its memory interval, chosen on the yardstick by the shipping rule: --mem-every auto runs it.
+    assert loaded.mem_every == 3 == card["mem_every"]
+    assert card["held_out_scores"]["J&F"] >= card["held_out_scores_mem_every_5"]["J&F"]
     raw = torch.load(path, weights_only=True)
     assert {v.dtype for v in raw["network"].values() if v.is_floating_point()} == {torch.float16}
     # The old model is retired only because this one scores higher on the same held-out set.
