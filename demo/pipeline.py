@@ -290,7 +290,8 @@ def summary_lines(report: dict) -> list[str]:
     n = report["objects"]
     return [
         f"{report['frames']} frames, {n} object{'' if n == 1 else 's'}, {report['frame_size'][1]}x{report['frame_size'][0]} "
-        f"processed at {report['processed_shorter_side']} ({report['processed_size_source']}): {score}",
+        f"processed at {report['processed_shorter_side']} ({report['processed_size_source']}), "
+        f"memory every {report['mem_every']}: {score}",
         f"{report['backend']} {report['precision']} on {report['device']}{exp}: {report['fps_end_to_end']:.1f} frames/s end to end",
         f"wall time {report['wall_seconds']:.1f} s; contact sheet: {report['files']['contact_sheet']}",
     ]

