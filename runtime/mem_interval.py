@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import DEFAULT_MEM_EVERY
-from .sizing import AUTO
+from .sizing import AUTO, parse_auto_int
 
 
 @dataclass(frozen=True)
@@ -28,16 +28,7 @@ class ResolvedMemEvery:
         return f"mem every {self.every} ({self.source})"
 
 
-def parse_mem_every(value: str) -> int | str:
-    """argparse type of ``--mem-every``: 'auto' or a whole number; anything else is kept
-    as given and :func:`resolve_mem_every` refuses it with one line."""
-    text = value.strip()
-    if text.lower() == AUTO:
-        return AUTO
-    try:
-        return int(text)
-    except ValueError:
-        return value
+parse_mem_every = parse_auto_int  # --mem-every: :func:`resolve_mem_every` refuses what is not >= 1
 
 
 def check_mem_every(requested: int | str) -> int | str:
@@ -53,13 +44,9 @@ def check_mem_every(requested: int | str) -> int | str:
 
 def checkpoint_mem_every(checkpoint: str | Path) -> ResolvedMemEvery:
     """The interval a checkpoint records, else the published 5."""
-    from stmae.checkpoint_peek import UNKNOWN, peek_mem_every
+    from .recorded import checkpoint_entry
 
-    every = peek_mem_every(checkpoint)  # without torch, when the file allows it
-    if every is UNKNOWN:
-        from stmae.checkpoint import checkpoint_mem_every as read_mem_every
-
-        every = read_mem_every(checkpoint)
+    every = checkpoint_entry(checkpoint, "mem_every")
     if every is not None:
         return ResolvedMemEvery(every, "auto: the checkpoint's own")
     return ResolvedMemEvery(DEFAULT_MEM_EVERY, f"auto: the checkpoint records none, published {DEFAULT_MEM_EVERY}")
@@ -67,11 +54,11 @@ def checkpoint_mem_every(checkpoint: str | Path) -> ResolvedMemEvery:
 
 def export_mem_every(export_dir: str | Path) -> ResolvedMemEvery:
     """The interval an export's manifest records, else the published 5."""
-    from .export_manifest import load_manifest
+    from .recorded import export_entry
 
-    manifest = load_manifest(export_dir, verify_hashes=False)
-    if manifest.mem_every is not None:
-        return ResolvedMemEvery(manifest.mem_every, "auto: the export's manifest")
+    every = export_entry(export_dir, "mem_every")
+    if every is not None:
+        return ResolvedMemEvery(every, "auto: the export's manifest")
     return ResolvedMemEvery(DEFAULT_MEM_EVERY, f"auto: the export records none, published {DEFAULT_MEM_EVERY}")
 
 

@@ -29,10 +29,10 @@ class ResolvedSize:
         return f"size {self.size} ({self.source})" if self.size != -1 else f"size as is ({self.source})"
 
 
-def parse_size(value: str) -> int | str:
-    """argparse type of ``--size``: 'auto' or a whole number; anything else is kept as
-    given, and :func:`resolve_size` refuses it (and numbers that are neither -1 nor >= 16)
-    with one line, as every other bad option (argparse's own refusal prints the usage)."""
+def parse_auto_int(value: str) -> int | str:
+    """argparse type of ``--size`` and ``--mem-every``: 'auto' or a whole number; anything
+    else is kept as given, and the resolver refuses it (and numbers out of range) with one
+    line, as every other bad option (argparse's own refusal prints the usage)."""
     text = value.strip()
     if text.lower() == AUTO:
         return AUTO
@@ -40,6 +40,9 @@ def parse_size(value: str) -> int | str:
         return int(text)
     except ValueError:
         return value
+
+
+parse_size = parse_auto_int  # --size: :func:`resolve_size` refuses what is neither -1 nor >= 16
 
 
 def check_size(requested: int | str) -> int | str:
@@ -55,13 +58,9 @@ def check_size(requested: int | str) -> int | str:
 
 def checkpoint_size(checkpoint: str | Path) -> ResolvedSize:
     """The size a checkpoint records, else the published 480."""
-    from stmae.checkpoint_peek import UNKNOWN, peek_processing_size
+    from .recorded import checkpoint_entry
 
-    size = peek_processing_size(checkpoint)  # without torch, when the file allows it
-    if size is UNKNOWN:
-        from stmae.checkpoint import checkpoint_processing_size
-
-        size = checkpoint_processing_size(checkpoint)
+    size = checkpoint_entry(checkpoint, "processing_size")
     if size is not None:
         return ResolvedSize(size, "auto: the checkpoint's own")
     return ResolvedSize(PUBLISHED_SIZE, "auto: the checkpoint records none, published 480p")
@@ -69,11 +68,11 @@ def checkpoint_size(checkpoint: str | Path) -> ResolvedSize:
 
 def export_size(export_dir: str | Path) -> ResolvedSize:
     """The size an export's manifest records, else the published 480."""
-    from .export_manifest import load_manifest
+    from .recorded import export_entry
 
-    manifest = load_manifest(export_dir, verify_hashes=False)
-    if manifest.processing_size is not None:
-        return ResolvedSize(manifest.processing_size, "auto: the export's manifest")
+    size = export_entry(export_dir, "processing_size")
+    if size is not None:
+        return ResolvedSize(size, "auto: the export's manifest")
     return ResolvedSize(PUBLISHED_SIZE, "auto: the export records none, published 480p")
 
 

@@ -70,30 +70,29 @@ class LoadedCheckpoint:
         return self.processing_size or PUBLISHED_PROCESSING_SIZE
 
 
-def processing_size_of(obj: Mapping[str, Any], source: str = "checkpoint") -> int | None:
-    """The ``processing_size`` entry of a checkpoint dict (None if absent); raises
-    CheckpointError if it is not a positive integer of at least 16."""
-    value = obj.get(PROCESSING_SIZE_KEY)
+def _recorded_int(obj: Mapping[str, Any], key: str, minimum: int, unit: str, source: str) -> int | None:
+    """A recorded integer entry of a checkpoint dict (None if absent); raises
+    CheckpointError if it is not an integer of at least ``minimum``."""
+    value = obj.get(key)
     if value is None:
         return None
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int) or value < 16:
-        raise CheckpointError(f"{source} has an invalid '{PROCESSING_SIZE_KEY}' {value!r} (expected pixels >= 16)")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise CheckpointError(f"{source} has an invalid '{key}' {value!r} (expected {unit} >= {minimum})")
     return int(value)
+
+
+def processing_size_of(obj: Mapping[str, Any], source: str = "checkpoint") -> int | None:
+    """The ``processing_size`` entry of a checkpoint dict (None if absent); raises
+    CheckpointError if it is not a positive integer of at least 16."""
+    return _recorded_int(obj, PROCESSING_SIZE_KEY, 16, "pixels", source)
 
 
 def mem_every_of(obj: Mapping[str, Any], source: str = "checkpoint") -> int | None:
     """The ``mem_every`` entry of a checkpoint dict (None if absent); raises
     CheckpointError if it is not a positive integer."""
-    value = obj.get(MEM_EVERY_KEY)
-    if value is None:
-        return None
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise CheckpointError(f"{source} has an invalid '{MEM_EVERY_KEY}' {value!r} (expected frames >= 1)")
-    return int(value)
+    return _recorded_int(obj, MEM_EVERY_KEY, 1, "frames", source)
 
 
 def checkpoint_processing_size(path: str | Path) -> int | None:
