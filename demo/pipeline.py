@@ -44,7 +44,7 @@ TOOL = "stmae-demo"
 MAX_SYNTHETIC_FRAMES = 3000  # the demo keeps the clip in memory (240p: about 0.3 MB a frame)
 # The trained small checkpoint shipped in the repository's weights/ folder.
 WEIGHTS_DIR = Path(__file__).resolve().parents[1] / "weights"
-DEFAULT_WEIGHTS = "stmae_small_davis240_v3.pth"
+DEFAULT_WEIGHTS = "stmae_lite_davis240_v4.pth"
 
 
 def default_checkpoint() -> Path:

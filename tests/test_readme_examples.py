@@ -33,7 +33,7 @@ def readme_commands(program: str) -> list[list[str]]:
         joined = re.sub(r"\\\n\s*", " ", block)
         for line in joined.splitlines():
             line = line.split(" #", 1)[0].strip()
-            if line.startswith(program + " ") and "weights/stmae_small_davis240_v3.pth" in line:
+            if line.startswith(program + " ") and "weights/stmae_lite_davis240_v4.pth" in line:
                 commands.append(shlex.split(line))
     return commands
 

