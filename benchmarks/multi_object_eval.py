@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from runtime.backends import create_backend  # noqa: E402
 from runtime.config import SessionConfig  # noqa: E402
-from runtime.mem_interval import parse_mem_every, resolve_mem_every  # noqa: E402
+from runtime.mem_interval import AUTO, parse_mem_every, resolve_mem_every  # noqa: E402
 from runtime.io.frames import FrameFolder  # noqa: E402
 from runtime.io.mask_io import read_mask  # noqa: E402
 from runtime.metrics import evaluate_objects  # noqa: E402
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
     p.add_argument("--donors", type=int, default=2, help="pasted objects per clip")
     p.add_argument("--frames", type=int, default=40)
     p.add_argument("--size", type=int, default=-1, help="runtime processing size (-1: as is)")
-    p.add_argument("--mem-every", default="auto",
+    p.add_argument("--mem-every", type=parse_mem_every, default=AUTO,
                    help="memory interval in frames (default auto: the checkpoint's own, else 5)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
         p.error(f"--sequences needs at least {args.donors + 1} names (a base and {args.donors} donors)")
 
     root = Path(args.dataset)
-    every = resolve_mem_every(parse_mem_every(args.mem_every), checkpoint=args.checkpoint).every
+    every = resolve_mem_every(args.mem_every, checkpoint=args.checkpoint).every
     backend = create_backend("torch", checkpoint=args.checkpoint, device=args.device)
     rows = []
     for i, base in enumerate(args.sequences):

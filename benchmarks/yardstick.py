@@ -40,6 +40,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from runtime.errors import InputError  # noqa: E402
+from runtime.mem_interval import AUTO, parse_mem_every  # noqa: E402
 from runtime.evaluation import read_split  # noqa: E402
 from runtime.io.frames import FrameFolder  # noqa: E402
 
@@ -393,7 +394,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which held-out half (default selection; confirm once, before shipping)")
     c.add_argument("--fast-motion", default="2,3", help="time strides of the fast-motion slice, or 'none' (default 2,3)")
     c.add_argument("--multi-object", action="store_true", help="also run benchmarks/multi_object_eval.py on the half")
-    c.add_argument("--mem-every", default="auto",
+    c.add_argument("--mem-every", type=parse_mem_every, default=AUTO,
                    help="stmae-eval's --mem-every (default auto: the checkpoint's own, else 5)")
     c.add_argument("--top-k", type=int, default=None, help="stmae-eval's --top-k (default: its default)")
     c.add_argument("--processing-size", default="auto", help="stmae-eval's --size (default auto: the checkpoint's)")
@@ -442,7 +443,6 @@ def run_score(args) -> int:
     from runtime.bench.environment import environment_block
     from runtime.config import DEFAULT_TOP_K
     from runtime.export_manifest import sha256_file
-    from runtime.mem_interval import parse_mem_every
     from runtime.sizing import parse_size
     from stmae.atomic import atomic_write_text
 
@@ -452,7 +452,7 @@ def run_score(args) -> int:
         raise InputError(f"--dataset {root} has no JPEGImages/{split['resolution']} (give --dataset)")
     halves = list(HALVES) if args.half == "both" else [args.half]
     strides = _strides(args.fast_motion)
-    flags = {"mem_every": parse_mem_every(args.mem_every),
+    flags = {"mem_every": args.mem_every,
              "top_k": DEFAULT_TOP_K if args.top_k is None else args.top_k,
              "processing_size": parse_size(args.processing_size)}
     _session_config(flags, _resolved_size(flags, None).size)  # bad flags: refused before anything is written

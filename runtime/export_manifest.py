@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from stmae.checkpoint_peek import RECORDED, valid_recorded  # torch-free
+
 # Bump when the graphs' I/O or the manifest's schema change incompatibly.
 CONTRACT_VERSION = 1
 SUPPORTED_CONTRACT_VERSIONS = frozenset({CONTRACT_VERSION})
@@ -273,12 +275,10 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
     target = data.get("target", "")
     if target not in ("",) + TARGETS:
         raise ExportManifestError(f"{source}: unknown target {target!r}; expected one of {list(TARGETS)}")
-    size = data.get("processing_size")
-    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 16):
-        raise ExportManifestError(f"{source}: processing_size must be pixels >= 16 or null, got {size!r}")
-    mem_every = data.get("mem_every")
-    if mem_every is not None and (isinstance(mem_every, bool) or not isinstance(mem_every, int) or mem_every < 1):
-        raise ExportManifestError(f"{source}: mem_every must be frames >= 1 or null, got {mem_every!r}")
+    for key, (minimum, unit) in RECORDED.items():  # processing_size, mem_every
+        value = data.get(key)
+        if value is not None and not valid_recorded(key, value):
+            raise ExportManifestError(f"{source}: {key} must be {unit} >= {minimum} or null, got {value!r}")
     tf32 = data.get("tf32", False)
     if not isinstance(tf32, bool):
         raise ExportManifestError(f"{source}: tf32 must be true or false, got {tf32!r}")
@@ -298,9 +298,9 @@ def parse_manifest(data: Any, source: str = MANIFEST_NAME) -> ExportManifest:
                 data.get("onnxruntime_disabled_optimizers", []), f"{source}: onnxruntime_disabled_optimizers"
             ),
             target=target,
-            processing_size=size,
+            processing_size=data.get("processing_size"),
             tf32=tf32,
-            mem_every=mem_every,
+            mem_every=data.get("mem_every"),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ExportManifestError(f"{source}: missing or malformed field ({exc})") from None

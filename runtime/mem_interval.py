@@ -35,7 +35,9 @@ def check_mem_every(requested: int | str) -> int | str:
     """``requested`` if it is 'auto' or a whole number >= 1; else InputError (one line)."""
     if requested == AUTO:
         return requested
-    if isinstance(requested, bool) or not isinstance(requested, int) or requested < 1:
+    from stmae.checkpoint_peek import valid_recorded
+
+    if not valid_recorded("mem_every", requested):
         from .errors import InputError
 
         raise InputError(f"--mem-every {requested}: expected 'auto' or a whole number of frames >= 1")

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from .atomic import atomic_write
-from .checkpoint_peek import MEM_EVERY_KEY, PROCESSING_SIZE_KEY  # the torch-free peek reads the same keys
+from .checkpoint_peek import MEM_EVERY_KEY, PROCESSING_SIZE_KEY, RECORDED, valid_recorded  # the peek's keys
 from .config import ModelConfig, preset
 from .network import STMAE
 
@@ -70,39 +70,39 @@ class LoadedCheckpoint:
         return self.processing_size or PUBLISHED_PROCESSING_SIZE
 
 
-def _recorded_int(obj: Mapping[str, Any], key: str, minimum: int, unit: str, source: str) -> int | None:
-    """A recorded integer entry of a checkpoint dict (None if absent); raises
-    CheckpointError if it is not an integer of at least ``minimum``."""
+def recorded_entry(obj: Mapping[str, Any], key: str, source: str = "checkpoint") -> int | None:
+    """A recorded entry of a checkpoint dict (``processing_size`` or ``mem_every``; None if
+    absent); raises CheckpointError if it is not a whole number the entry accepts
+    (:data:`stmae.checkpoint_peek.RECORDED`)."""
     value = obj.get(key)
     if value is None:
         return None
     if isinstance(value, torch.Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not valid_recorded(key, value):
+        minimum, unit = RECORDED[key]
         raise CheckpointError(f"{source} has an invalid '{key}' {value!r} (expected {unit} >= {minimum})")
     return int(value)
 
 
 def processing_size_of(obj: Mapping[str, Any], source: str = "checkpoint") -> int | None:
-    """The ``processing_size`` entry of a checkpoint dict (None if absent); raises
-    CheckpointError if it is not a positive integer of at least 16."""
-    return _recorded_int(obj, PROCESSING_SIZE_KEY, 16, "pixels", source)
+    """The ``processing_size`` entry of a checkpoint dict (see :func:`recorded_entry`)."""
+    return recorded_entry(obj, PROCESSING_SIZE_KEY, source)
 
 
-def mem_every_of(obj: Mapping[str, Any], source: str = "checkpoint") -> int | None:
-    """The ``mem_every`` entry of a checkpoint dict (None if absent); raises
-    CheckpointError if it is not a positive integer."""
-    return _recorded_int(obj, MEM_EVERY_KEY, 1, "frames", source)
+def checkpoint_entry(path: str | Path, key: str) -> int | None:
+    """Read only what a checkpoint records for ``key`` (None: not recorded)."""
+    return recorded_entry(read_checkpoint_file(path), key, source=str(path))
 
 
 def checkpoint_processing_size(path: str | Path) -> int | None:
     """Read only what a checkpoint says about its processing size (None: not recorded)."""
-    return processing_size_of(read_checkpoint_file(path), source=str(path))
+    return checkpoint_entry(path, PROCESSING_SIZE_KEY)
 
 
 def checkpoint_mem_every(path: str | Path) -> int | None:
     """Read only what a checkpoint says about its memory interval (None: not recorded)."""
-    return mem_every_of(read_checkpoint_file(path), source=str(path))
+    return checkpoint_entry(path, MEM_EVERY_KEY)
 
 
 def read_checkpoint_file(path: str | Path, map_location: str | torch.device = "cpu") -> dict:
@@ -237,10 +237,9 @@ def load_checkpoint(
     model = STMAE(config)
     model.load_state_dict(state, strict=True)
     model.to(device).eval()
-    size = processing_size_of(extra, source=str(path))
-    mem_every = mem_every_of(extra, source=str(path))
-    extra.pop(PROCESSING_SIZE_KEY, None)
-    extra.pop(MEM_EVERY_KEY, None)
+    size, mem_every = (recorded_entry(extra, key, source=str(path)) for key in (PROCESSING_SIZE_KEY, MEM_EVERY_KEY))
+    for key in RECORDED:
+        extra.pop(key, None)
     return LoadedCheckpoint(model, config, has_config, widened, extra, size, mem_every)
 
 
@@ -292,7 +291,7 @@ def save_checkpoint(
     model's own): floating tensors are stored in it, except those whose values do not fit
     it (see :func:`storage_state`). Returns {tensor kept in its own dtype: its largest
     absolute value} (empty when every tensor fits)."""
-    reserved = {"network", "config", "format", "format_version", PROCESSING_SIZE_KEY, MEM_EVERY_KEY}
+    reserved = {"network", "config", "format", "format_version", *RECORDED}
     clash = reserved & set(extra or {})
     if clash:
         raise ValueError(f"extra entries may not use the reserved keys {sorted(clash)}")
@@ -303,14 +302,12 @@ def save_checkpoint(
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
     }
-    if processing_size is not None:
-        if isinstance(processing_size, bool) or not isinstance(processing_size, int) or processing_size < 16:
-            raise ValueError(f"processing_size must be an integer >= 16 pixels, got {processing_size!r}")
-        obj[PROCESSING_SIZE_KEY] = int(processing_size)
-    if mem_every is not None:
-        if isinstance(mem_every, bool) or not isinstance(mem_every, int) or mem_every < 1:
-            raise ValueError(f"mem_every must be an integer >= 1 frames, got {mem_every!r}")
-        obj[MEM_EVERY_KEY] = int(mem_every)
+    for key, value in ((PROCESSING_SIZE_KEY, processing_size), (MEM_EVERY_KEY, mem_every)):
+        if value is not None:
+            if not valid_recorded(key, value):
+                minimum, unit = RECORDED[key]
+                raise ValueError(f"{key} must be an integer >= {minimum} {unit}, got {value!r}")
+            obj[key] = int(value)
     obj.update(extra or {})
     atomic_torch_save(obj, path)
     return kept

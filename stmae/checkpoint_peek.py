@@ -22,8 +22,9 @@ from typing import Any
 
 PROCESSING_SIZE_KEY = "processing_size"  # stmae.checkpoint.PROCESSING_SIZE_KEY
 MEM_EVERY_KEY = "mem_every"  # stmae.checkpoint.MEM_EVERY_KEY
-# The smallest value each recorded entry may take (stmae.checkpoint refuses smaller ones).
-_MINIMUM = {PROCESSING_SIZE_KEY: 16, MEM_EVERY_KEY: 1}
+# The integer entries a checkpoint (and an export's manifest) may record for running its
+# network: the smallest value each may take, and its unit.
+RECORDED = {PROCESSING_SIZE_KEY: (16, "pixels"), MEM_EVERY_KEY: (1, "frames")}
 UNKNOWN = object()  # the peek could not decide: ask stmae.checkpoint
 MAX_PICKLE_BYTES = 64 << 20  # a checkpoint's object tree is a few hundred KB; more is not ours
 
@@ -66,6 +67,12 @@ class _Unpickler(pickle.Unpickler):
         return None  # a storage: never read
 
 
+def valid_recorded(key: str, value: Any) -> bool:
+    """Whether ``value`` is a whole number (not a bool) that the recorded entry ``key``
+    accepts (:data:`RECORDED`)."""
+    return not isinstance(value, bool) and isinstance(value, int) and value >= RECORDED[key][0]
+
+
 def _peek_tree(path: str | Path) -> Any:
     """The checkpoint's object tree with tensors replaced by :class:`TensorRef`, or
     :data:`UNKNOWN`."""
@@ -85,8 +92,8 @@ def peek_entry(path: str | Path, key: str) -> int | None | object:
     int, None when the checkpoint has no such entry, or :data:`UNKNOWN` when this cannot be
     told without torch (a legacy format, a tensor-valued entry, a value
     :mod:`stmae.checkpoint` would refuse, an unreadable file)."""
-    if key not in _MINIMUM:
-        raise KeyError(f"{key!r} is not a recorded checkpoint entry ({sorted(_MINIMUM)})")
+    if key not in RECORDED:
+        raise KeyError(f"{key!r} is not a recorded checkpoint entry ({sorted(RECORDED)})")
     obj = _peek_tree(path)
     if not isinstance(obj, dict):
         return UNKNOWN
@@ -94,7 +101,7 @@ def peek_entry(path: str | Path, key: str) -> int | None | object:
     if value is None:
         # the published format nests nothing else that records these
         return None if key not in obj else UNKNOWN
-    if isinstance(value, bool) or not isinstance(value, int) or value < _MINIMUM[key]:
+    if not valid_recorded(key, value):
         return UNKNOWN
     return int(value)
 

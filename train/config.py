@@ -64,6 +64,16 @@ def _non_negative_int(name: str, value: Any, high: int | None = None, why: str =
         raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
+def check_mem_every(every: Any) -> int:
+    """Raise ValueError unless ``every`` is a memory interval a checkpoint may record
+    (frames, 1 or more; :data:`stmae.checkpoint_peek.RECORDED`). Returns ``every``."""
+    from stmae.checkpoint_peek import valid_recorded  # torch-free
+
+    if not valid_recorded("mem_every", every):
+        raise ValueError(f"--mem-every {every!r}: give the memory interval in frames, 1 or more")
+    return every
+
+
 def check_processing_size(size: Any, what: str = "processing_size", fix: str = "") -> int:
     """Raise ValueError unless ``size`` (pixels, the shorter side a network runs at, as
     recorded in a checkpoint) is one the runtime runs at: the runtime's own rule

@@ -25,7 +25,7 @@ import torch
 from stmae.checkpoint import FORMAT_NAME, CheckpointError, read_checkpoint_file
 from runtime.io.gate import FILE, check_output
 
-from .config import check_processing_size
+from .config import check_mem_every, check_processing_size
 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -82,8 +82,8 @@ def export_weights(source: str | Path, target: str | Path, dtype: str = "float16
         raise ValueError(f"--dtype {dtype} is not one of {', '.join(STORAGE_DTYPES)}")
     if processing_size is not None:  # an argument: refused before anything is read or probed
         check_processing_size(processing_size, "--processing-size", "give the shorter side in pixels")
-    if mem_every is not None and (isinstance(mem_every, bool) or not isinstance(mem_every, int) or mem_every < 1):
-        raise ValueError(f"--mem-every {mem_every!r}: give the memory interval in frames, 1 or more")
+    if mem_every is not None:
+        check_mem_every(mem_every)
     source, target = Path(source), Path(target)
     check_target([source], target, overwrite)
     written = export_model_only(source, target, storage_dtype=STORAGE_DTYPES[dtype],

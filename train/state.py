@@ -153,14 +153,14 @@ def export_model_only(
     under ``extra``."""
     from stmae.checkpoint import load_checkpoint
 
-    from .config import check_processing_size
+    from .config import check_mem_every, check_processing_size
 
     if storage_dtype not in (torch.float32, torch.float16, torch.bfloat16):
         raise ValueError(f"storage_dtype must be float32, float16 or bfloat16, got {storage_dtype}")
     if processing_size is not None:
         check_processing_size(processing_size, "--processing-size", "give the shorter side in pixels")
-    if mem_every is not None and (isinstance(mem_every, bool) or not isinstance(mem_every, int) or mem_every < 1):
-        raise ValueError(f"--mem-every {mem_every!r}: give the memory interval in frames, 1 or more")
+    if mem_every is not None:
+        check_mem_every(mem_every)
     loaded = load_checkpoint(source, device="cpu")
     kept: dict[str, Any] = {}
     if isinstance(loaded.extra.get("it"), int):

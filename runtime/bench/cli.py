@@ -8,6 +8,8 @@ import shlex
 import sys
 from pathlib import Path
 
+from ..mem_interval import AUTO, parse_mem_every
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
@@ -30,7 +32,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 3 for clips of up to 100 frames, else 1; with --streams: the engine rows, "
                         "default 1)")
     p.add_argument("--objects", type=int, nargs="+", default=[1], help="object counts, synthetic clip (default 1)")
-    p.add_argument("--mem-every", default="auto",
+    p.add_argument("--mem-every", type=parse_mem_every, default=AUTO,
                    help="memory interval in frames (default auto: the --checkpoint's recorded one, else 5)")
     p.add_argument("--top-k", type=int, default=30)
     p.add_argument("--max-memory-frames", type=int, default=20)
@@ -117,9 +119,9 @@ def main(argv: list[str] | None = None) -> int:
             from ..sizing import PUBLISHED_SIZE, checkpoint_size
 
             sizes = [checkpoint_size(args.checkpoint).size if args.checkpoint else PUBLISHED_SIZE]
-        from ..mem_interval import parse_mem_every, resolve_mem_every
+        from ..mem_interval import resolve_mem_every
 
-        args.mem_every = resolve_mem_every(parse_mem_every(str(args.mem_every)), checkpoint=args.checkpoint).every
+        args.mem_every = resolve_mem_every(args.mem_every, checkpoint=args.checkpoint).every
         repeats = args.repeats if args.repeats is not None else (3 if args.frames <= 100 else 1)
         if args.streams is not None:
             args.sizes = sizes

@@ -19,6 +19,7 @@ from stmae.checkpoint import CheckpointError, checkpoint_mem_every
 from stmae.checkpoint_peek import UNKNOWN, peek_mem_every, peek_processing_size
 
 from .conftest import subprocess_env
+from .fake_export import fake_export_manifest
 
 
 @pytest.fixture(scope="module")
@@ -78,14 +79,7 @@ def test_exports_record_the_interval_in_their_manifest(tmp_path):
 
     folder = tmp_path / "export"
     folder.mkdir()
-    io = {"key_encoder": (["image"], ["f16", "f8", "f4"]),
-          "mask_autoencoder": (["image", "f16", "f8", "f4", "coarse"], ["prob"])}
-    graphs = {name: {"file": f"{name}.onnx", "sha256": "0" * 64, "size_bytes": 1,
-                     "inputs": [{"name": n, "dtype": "float32", "shape": [1]} for n in ins],
-                     "outputs": [{"name": n, "dtype": "float32", "shape": [1]} for n in outs]}
-              for name, (ins, outs) in io.items()}
-    data = {"format": "stmae-onnx-export", "contract_version": 1, "precision": "fp32", "opset": 19,
-            "model_config": {}, "graphs": graphs, "target": "cpu", "mem_every": 3}
+    data = {**fake_export_manifest(folder).to_dict(), "mem_every": 3}
     (folder / "manifest.json").write_text(json.dumps(data))
     assert parse_manifest(data).mem_every == 3 and parse_manifest(data).to_dict()["mem_every"] == 3
     assert resolve_mem_every(AUTO, export_dir=folder).text() == "mem every 3 (auto: the export's manifest)"
